@@ -1,0 +1,212 @@
+"""Records the sequence lengths of every attention call in one or more iterations.
+
+    with SeqLenRecorder(built.model, step_module=built.model) as rec:
+        built.step()
+    rec.rows  # one dict per attention call, schema in ROW_COLUMNS
+
+Coverage: diffusers `Attention` / `AttentionModuleMixin` modules, transformers `*Attention`
+modules, `nn.MultiheadAttention` (forward pre-hooks with kwargs, plus an always-called
+forward hook), and calls of `torch.nn.functional.scaled_dot_product_attention` looked up at
+call time (the attribute is patched while the recorder is entered, and restored after; code
+that imported the function by name before misses the patch). Readers of each library's
+inputs live in `attention_adapters.py`.
+
+One row per attention computation, recorded at the most specific level that sees it:
+1. An SDPA call made inside a hooked attention module is recorded at the call, with the exact
+   shapes of the query and key tensors, and named by the enclosing module (path, processor /
+   implementation, kind): `shape_source == "sdpa_call"`.
+2. A hooked module call with no SDPA call inside (eager attention, `AttnProcessor`,
+   `nn.MultiheadAttention` with `need_weights=True`) is recorded once when it returns, with
+   the shapes its inputs imply: `shape_source == "module_inputs"`.
+3. An SDPA call outside any hooked module is recorded at the call with `module_path` None.
+A row recorded inside nested hooked modules (a transformers `BertAttention` around a
+`BertSelfAttention`) covers all of them, so a call is never counted twice.
+
+`step` is the 0-based index of the `step_module` forward call (one UNet forward per
+denoising step, one LLM forward per token) enclosing the attention call, counted from the
+start of the iteration; None for calls outside it (text encoder, VAE). `next_iteration()`
+starts a new iteration.
+
+torch.compile: while entered, the recorder sets `torch.compiler.set_stance("force_eager")`
+(when `force_eager`, the default), so compiled modules run their eager code and every hook
+fires; the sequence lengths are the compiled model's, but the pass is not a timing pass.
+CUDA graphs replayed by hand bypass Python and cannot be recorded.
+
+Hooks only read `.shape` and Python attributes (no tensor op, no device sync).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from profilers.attention_adapters import Frame, Site, adapter_for, is_temporal, resolve_kind
+
+ROW_COLUMNS = (
+    "iteration", "call_index", "step", "module_path", "module_class", "family", "implementation",
+    "shape_source", "kind", "axis", "batch", "heads", "kv_heads", "head_dim", "q_len", "kv_len",
+)
+_COMPILED_PREFIX = "_orig_mod"
+
+
+def _roots(model_or_modules: Any) -> dict[str, nn.Module]:
+    if model_or_modules is None:
+        return {}
+    if isinstance(model_or_modules, nn.Module):
+        return {"": model_or_modules}
+    if isinstance(model_or_modules, Mapping):
+        mapping = model_or_modules
+    elif isinstance(getattr(model_or_modules, "components", None), Mapping):  # a diffusers pipeline
+        mapping = model_or_modules.components
+    else:
+        raise TypeError(
+            "SeqLenRecorder: model_or_modules must be an nn.Module, a mapping of name to nn.Module, "
+            f"a pipeline with .components, or None; got {type(model_or_modules).__name__}"
+        )
+    return {name: m for name, m in mapping.items() if isinstance(m, nn.Module)}
+
+
+def _join(prefix: str, name: str) -> str:
+    if name == _COMPILED_PREFIX:
+        return prefix
+    return f"{prefix}.{name}" if prefix else name
+
+
+def find_sites(model_or_modules: Any) -> list[tuple[nn.Module, Site]]:
+    """Every attention module under the roots with its path and axis, each module once."""
+    found: list[tuple[nn.Module, str, bool]] = []
+    seen: set[int] = set()
+
+    def walk(module: nn.Module, path: str, segment: str, temporal: bool) -> None:
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        temporal = temporal or is_temporal(type(module).__name__, segment)
+        if adapter_for(module) is not None:
+            found.append((module, path, temporal))
+        for name, child in module.named_children():
+            walk(child, _join(path, name), name, temporal)
+
+    for prefix, root in _roots(model_or_modules).items():
+        walk(root, prefix, prefix, False)
+    video = any(temporal for _, _, temporal in found)
+    return [
+        (m, Site(path, ("temporal" if t else "spatial") if video else None, adapter_for(m)))
+        for m, path, t in found
+    ]
+
+
+class SeqLenRecorder:
+    """Context manager that records one row per attention call; see the module docstring."""
+
+    def __init__(self, model_or_modules: Any, step_module: nn.Module | None = None, force_eager: bool = True):
+        if step_module is not None and not isinstance(step_module, nn.Module):
+            raise TypeError(f"SeqLenRecorder: step_module must be an nn.Module or None, got {type(step_module).__name__}")
+        self.sites = find_sites(model_or_modules)
+        self.step_module = step_module
+        self.force_eager = force_eager
+        self.rows: list[dict[str, Any]] = []
+        self._stack: list[Frame] = []
+        self._handles: list[Any] = []
+        self._stance: Any = None
+        self._original_sdpa: Any = None
+        self._iteration = 0
+        self._calls_in_iteration = 0
+        self._steps_started = 0
+        self._step: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def __enter__(self) -> "SeqLenRecorder":
+        if self._original_sdpa is not None:
+            raise RuntimeError("SeqLenRecorder is already entered; use one `with` block at a time")
+        for module, site in self.sites:
+            self._handles.append(module.register_forward_pre_hook(self._pre_hook(site), with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._post_hook, always_call=True))
+        if self.step_module is not None:
+            self._handles.append(self.step_module.register_forward_pre_hook(self._step_begins))
+            self._handles.append(self.step_module.register_forward_hook(self._step_ends, always_call=True))
+        self._original_sdpa = F.scaled_dot_product_attention
+        F.scaled_dot_product_attention = self._sdpa
+        if self.force_eager:
+            self._stance = torch.compiler.set_stance("force_eager")
+            self._stance.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._stance is not None:
+            self._stance.__exit__(*exc)
+            self._stance = None
+        F.scaled_dot_product_attention = self._original_sdpa
+        self._original_sdpa = None
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._stack.clear()
+
+    def next_iteration(self) -> None:
+        """Start counting steps and calls again, as a new iteration."""
+        self._iteration += 1
+        self._calls_in_iteration = 0
+        self._steps_started = 0
+
+    # -- hooks -------------------------------------------------------------------------------
+    def _step_begins(self, module: nn.Module, args: tuple) -> None:
+        self._step = self._steps_started
+        self._steps_started += 1
+
+    def _step_ends(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._step = None
+
+    def _pre_hook(self, site: Site):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            self._stack.append(site.describe(site, module, args, kwargs))
+
+        return hook
+
+    def _post_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        frame = self._stack.pop()
+        if not frame.covered and frame.q_len is not None:
+            self._emit(frame, "module_inputs", frame.batch, frame.heads, frame.kv_heads, frame.head_dim,
+                       frame.q_len, frame.kv_len)
+        if frame.covered and self._stack:  # a row inside covers the enclosing attention module too
+            self._stack[-1].covered = True
+
+    def _sdpa(self, *args: Any, **kwargs: Any) -> Any:
+        query = args[0] if args else kwargs["query"]
+        key = args[1] if len(args) > 1 else kwargs["key"]
+        frame = self._stack[-1] if self._stack else None
+        q_shape, k_shape = query.shape, key.shape
+        ndim = len(q_shape)
+        heads = q_shape[-3] if ndim >= 4 else (frame.heads if frame else None)
+        kv_heads = k_shape[-3] if ndim >= 4 else (frame.kv_heads if frame else None)
+        batch = q_shape[0] if ndim != 3 or frame is None else frame.batch  # 3-D: (batch*heads, L, E)
+        if frame is None:
+            frame = Frame("functional", None, None, "F.scaled_dot_product_attention", None, False, None)
+        self._emit(frame, "sdpa_call", batch if ndim >= 3 else 1, heads, kv_heads, q_shape[-1],
+                   q_shape[-2], k_shape[-2])
+        return self._original_sdpa(*args, **kwargs)
+
+    def _emit(self, frame: Frame, source: str, batch, heads, kv_heads, head_dim, q_len, kv_len) -> None:
+        frame.covered = True
+        self.rows.append({
+            "iteration": self._iteration,
+            "call_index": self._calls_in_iteration,
+            "step": self._step,
+            "module_path": frame.module_path,
+            "module_class": frame.module_class,
+            "family": frame.family,
+            "implementation": frame.implementation,
+            "shape_source": source,
+            "kind": resolve_kind(frame.kind, frame.cached, q_len, kv_len),
+            "axis": frame.axis,
+            "batch": batch,
+            "heads": heads,
+            "kv_heads": kv_heads,
+            "head_dim": head_dim,
+            "q_len": q_len,
+            "kv_len": kv_len,
+        })
+        self._calls_in_iteration += 1

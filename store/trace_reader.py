@@ -1,0 +1,290 @@
+"""Read Kineto / Chrome trace JSON into Arrow record batches, whole or streamed.
+
+Small and medium files are decoded in one typed msgspec pass (the fast path); files whose
+decompressed JSON is larger than STREAM_THRESHOLD_BYTES are streamed with ijson so a
+multi-GB trace never sits in memory whole. Both paths yield the same raw columns.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import msgspec
+import pyarrow as pa
+
+STREAM_THRESHOLD_BYTES = 256 * 1024**2
+BATCH_EVENTS = 200_000
+
+RAW_SCHEMA = pa.schema(
+    [
+        ("ph", pa.string()),
+        ("cat", pa.string()),
+        ("name", pa.string()),
+        ("pid", pa.string()),
+        ("tid", pa.string()),
+        ("ts_us", pa.float64()),
+        ("dur_us", pa.float64()),
+        ("flow_id", pa.string()),
+        ("args", pa.string()),
+    ]
+)
+
+
+_EXECUTION_TRACE = (
+    "this is a PyTorch Execution Trace (it has 'nodes', no 'traceEvents'), not a Kineto trace; "
+    "import the Kineto trace recorded beside it"
+)
+
+
+class TraceError(ValueError):
+    """A file that is not a readable Kineto/Chrome trace; the message names file and problem."""
+
+
+class _Event(msgspec.Struct):
+    ph: str | None = None
+    cat: str | None = None
+    name: str | int | float | None = None
+    pid: int | str | None = None
+    tid: int | str | None = None
+    ts: float | str | None = None
+    dur: float | str | None = None
+    id: int | str | None = None
+    args: msgspec.Raw = msgspec.Raw(b"")
+
+
+class _Trace(msgspec.Struct):
+    traceEvents: list[_Event] | None = None
+    distributedInfo: msgspec.Raw = msgspec.Raw(b"")
+    deviceProperties: msgspec.Raw = msgspec.Raw(b"")
+    schemaVersion: int | str | None = None
+    nodes: msgspec.Raw = msgspec.Raw(b"")  # present only in PyTorch Execution Traces
+
+
+@dataclass
+class TraceHeader:
+    """What a trace says about itself outside traceEvents."""
+
+    distributed_info: dict = field(default_factory=dict)
+    device_properties: list = field(default_factory=list)
+    schema_version: str | None = None
+
+
+def _json_or_empty(raw: msgspec.Raw, empty):
+    return msgspec.json.decode(raw) if len(raw) else empty
+
+
+def _num(value) -> float | None:
+    if value is None or isinstance(value, float):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _batch(events: list[_Event]) -> pa.RecordBatch:
+    columns = [
+        [e.ph for e in events],
+        [e.cat for e in events],
+        [_text(e.name) for e in events],
+        [_text(e.pid) for e in events],
+        [_text(e.tid) for e in events],
+        [_num(e.ts) for e in events],
+        [_num(e.dur) for e in events],
+        [_text(e.id) for e in events],
+        [bytes(e.args).decode("utf-8", "replace") if len(e.args) else None for e in events],
+    ]
+    return pa.RecordBatch.from_arrays([pa.array(c, t.type) for c, t in zip(columns, RAW_SCHEMA)], schema=RAW_SCHEMA)
+
+
+def decompressed_size(path: Path) -> int:
+    """Bytes of JSON in the file: exact for plain files, gzip's ISIZE trailer (mod 4 GiB) for .gz."""
+    size = path.stat().st_size
+    if not _is_gzip(path):
+        return size
+    with path.open("rb") as f:
+        f.seek(max(size - 4, 0))
+        isize = int.from_bytes(f.read(4), "little")
+    # ISIZE wraps at 4 GiB; a compressed file already larger than it is surely larger still
+    return max(isize, size)
+
+
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _read_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = zlib.decompress(data, wbits=31)
+        except zlib.error as exc:
+            raise TraceError(f"{path}: corrupt gzip data ({exc})") from None
+    return data
+
+
+def _check_not_execution_trace(path: Path, trace: _Trace) -> None:
+    if trace.traceEvents is None:
+        if len(trace.nodes):
+            raise TraceError(f"{path}: {_EXECUTION_TRACE}")
+        raise TraceError(f"{path}: JSON without a 'traceEvents' array; not a Kineto/Chrome trace")
+
+
+def _decode_error(path: Path, exc: Exception) -> TraceError:
+    text = str(exc)
+    if "truncated" in text:
+        return TraceError(f"{path}: truncated JSON (the file ends mid-document)")
+    if isinstance(exc, msgspec.ValidationError):
+        return TraceError(f"{path}: not a Kineto/Chrome trace: {text}")
+    return TraceError(f"{path}: not valid JSON: {text}")
+
+
+def read_whole(path: Path) -> tuple[TraceHeader, Iterator[pa.RecordBatch]]:
+    data = _read_bytes(path)
+    if not data.strip():
+        raise TraceError(f"{path}: empty file")
+    try:
+        trace = msgspec.json.decode(data, type=_Trace | list[_Event])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise _decode_error(path, exc) from None
+    del data
+    if isinstance(trace, list):  # the bare-array form of the Chrome trace format
+        trace = _Trace(traceEvents=trace)
+    _check_not_execution_trace(path, trace)
+    try:
+        header = TraceHeader(
+            distributed_info=_json_or_empty(trace.distributedInfo, {}) or {},
+            device_properties=_json_or_empty(trace.deviceProperties, []) or [],
+            schema_version=_text(trace.schemaVersion),
+        )
+    except msgspec.DecodeError as exc:
+        raise _decode_error(path, exc) from None
+    events = trace.traceEvents
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for start in range(0, len(events), BATCH_EVENTS):
+            yield _batch(events[start : start + BATCH_EVENTS])
+
+    return header, batches()
+
+
+def _open_stream(path: Path):
+    raw = path.open("rb")
+    return raw, (gzip.GzipFile(fileobj=raw) if _is_gzip(path) else raw)
+
+
+def _stream_error(path: Path, exc: Exception) -> TraceError:
+    text = str(exc)
+    if isinstance(exc, EOFError) or "end-of-stream" in text:
+        return TraceError(f"{path}: truncated gzip data ({text})")
+    if isinstance(exc, (gzip.BadGzipFile, zlib.error)):
+        return TraceError(f"{path}: corrupt gzip data ({text})")
+    if "incomplete" in type(exc).__name__.lower() or "incomplete" in text.lower() or "premature" in text.lower():
+        return TraceError(f"{path}: truncated JSON (the file ends mid-document)")
+    return TraceError(f"{path}: not valid JSON: {text}")
+
+
+def _read_header_streaming(path: Path) -> TraceHeader:
+    """The keys before traceEvents (Kineto writes distributedInfo and deviceProperties first)."""
+    import ijson
+
+    header = TraceHeader()
+    raw, stream = _open_stream(path)
+    builders: dict[str, ijson.ObjectBuilder] = {}
+    keys: set[str] = set()
+    try:
+        for prefix, event, value in ijson.parse(stream, use_float=True):
+            if prefix == "" and event == "map_key":
+                keys.add(value)
+                if value in ("traceEvents", "nodes"):
+                    break
+                continue
+            top = prefix.split(".", 1)[0]
+            if top in ("distributedInfo", "deviceProperties", "schemaVersion"):
+                builders.setdefault(top, ijson.ObjectBuilder()).event(event, value)
+    except Exception as exc:
+        raise _stream_error(path, exc) from None
+    finally:
+        raw.close()
+    if "traceEvents" not in keys:
+        raise TraceError(f"{path}: {_EXECUTION_TRACE}" if "nodes" in keys else f"{path}: JSON without a 'traceEvents' array; not a Kineto/Chrome trace")
+    if "distributedInfo" in builders and isinstance(builders["distributedInfo"].value, dict):
+        header.distributed_info = builders["distributedInfo"].value
+    if "deviceProperties" in builders and isinstance(builders["deviceProperties"].value, list):
+        header.device_properties = builders["deviceProperties"].value
+    if "schemaVersion" in builders:
+        header.schema_version = _text(builders["schemaVersion"].value)
+    return header
+
+
+def read_streaming(path: Path, progress: Callable[[int], None] | None = None) -> tuple[TraceHeader, Iterator[pa.RecordBatch]]:
+    """Stream events with ijson in batches of BATCH_EVENTS; memory stays bounded by a batch."""
+    import ijson
+
+    header = _read_header_streaming(path)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        raw, stream = _open_stream(path)
+        encoder = msgspec.json.Encoder()
+        pending: list[_Event] = []
+        consumed = 0
+        try:
+            for ev in ijson.items(stream, "traceEvents.item", use_float=True):
+                pending.append(_from_dict(path, ev, encoder))
+                if len(pending) >= BATCH_EVENTS:
+                    yield _batch(pending)
+                    pending = []
+                    if progress is not None:
+                        progress(raw.tell() - consumed)
+                        consumed = raw.tell()
+            if pending:
+                yield _batch(pending)
+            if progress is not None:
+                progress(raw.tell() - consumed)
+        except TraceError:
+            raise
+        except Exception as exc:  # ijson and gzip raise their own types
+            raise _stream_error(path, exc) from None
+        finally:
+            raw.close()
+
+    return header, batches()
+
+
+def _from_dict(path: Path, ev, encoder: msgspec.json.Encoder) -> _Event:
+    if not isinstance(ev, dict):
+        raise TraceError(f"{path}: not a Kineto/Chrome trace: an event is a {type(ev).__name__}, expected an object")
+    args = ev.get("args")
+    return _Event(
+        ph=ev.get("ph"),
+        cat=ev.get("cat"),
+        name=ev.get("name"),
+        pid=ev.get("pid"),
+        tid=ev.get("tid"),
+        ts=ev.get("ts"),
+        dur=ev.get("dur"),
+        id=ev.get("id"),
+        args=msgspec.Raw(encoder.encode(args)) if args is not None else msgspec.Raw(b""),
+    )
+
+
+def read_trace(path: Path, progress: Callable[[int], None] | None = None) -> tuple[TraceHeader, Iterator[pa.RecordBatch]]:
+    """Open one trace file; errors name the file and the problem."""
+    if not path.exists():
+        raise TraceError(f"{path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise TraceError(f"{path}: permission denied")
+    if path.stat().st_size == 0:
+        raise TraceError(f"{path}: empty file")
+    if decompressed_size(path) > STREAM_THRESHOLD_BYTES:
+        return read_streaming(path, progress)
+    return read_whole(path)
