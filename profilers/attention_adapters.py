@@ -77,6 +77,14 @@ def is_temporal(class_name: str, segment: str) -> bool:
     return class_name in TEMPORAL_CLASSES or segment in TEMPORAL_SEGMENTS or "temporal" in segment.lower()
 
 
+def _first_int(obj: Any, names: tuple[str, ...]) -> int | None:
+    for name in names:
+        value = getattr(obj, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def _arg(args: tuple, kwargs: dict, name: str, index: int) -> Any:
     if name in kwargs:
         return kwargs[name]
@@ -130,7 +138,9 @@ def _transformers(site: Site, module: nn.Module, args: tuple, kwargs: dict) -> F
     config = getattr(module, "config", None)
     heads = getattr(config, "num_attention_heads", None) or getattr(module, "num_heads", None)
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(module, "head_dim", None)
+    head_dim = _first_int(module, ("head_dim", "attention_head_size")) or _first_int(config, ("head_dim",))
+    if head_dim is None and heads:
+        head_dim = getattr(config, "hidden_size", 0) // heads or None
     impl = getattr(config, "_attn_implementation", None) or type(module).__name__
     kind, cached, kv_len = None, False, q_len
     if source is not None:

@@ -27,9 +27,10 @@ denoising step, one LLM forward per token) enclosing the attention call, counted
 start of the iteration; None for calls outside it (text encoder, VAE). `next_iteration()`
 starts a new iteration.
 
-torch.compile: while entered, the recorder sets `torch.compiler.set_stance("force_eager")`
-(when `force_eager`, the default), so compiled modules run their eager code and every hook
-fires; the sequence lengths are the compiled model's, but the pass is not a timing pass.
+torch.compile: while entered, the recorder sets `torch.compiler.set_stance("force_eager")`, so
+compiled modules run their eager code and every hook fires: the sequence lengths are those
+the compiled model sees, but the pass is an eager one, never a timing pass. (Letting Dynamo
+trace the hooks instead loses the module context: the rows come out as bare SDPA calls.)
 CUDA graphs replayed by hand bypass Python and cannot be recorded.
 
 Hooks only read `.shape` and Python attributes (no tensor op, no device sync).
@@ -102,12 +103,11 @@ def find_sites(model_or_modules: Any) -> list[tuple[nn.Module, Site]]:
 class SeqLenRecorder:
     """Context manager that records one row per attention call; see the module docstring."""
 
-    def __init__(self, model_or_modules: Any, step_module: nn.Module | None = None, force_eager: bool = True):
+    def __init__(self, model_or_modules: Any, step_module: nn.Module | None = None):
         if step_module is not None and not isinstance(step_module, nn.Module):
             raise TypeError(f"SeqLenRecorder: step_module must be an nn.Module or None, got {type(step_module).__name__}")
         self.sites = find_sites(model_or_modules)
         self.step_module = step_module
-        self.force_eager = force_eager
         self.rows: list[dict[str, Any]] = []
         self._stack: list[Frame] = []
         self._handles: list[Any] = []
@@ -130,9 +130,8 @@ class SeqLenRecorder:
             self._handles.append(self.step_module.register_forward_hook(self._step_ends, always_call=True))
         self._original_sdpa = F.scaled_dot_product_attention
         F.scaled_dot_product_attention = self._sdpa
-        if self.force_eager:
-            self._stance = torch.compiler.set_stance("force_eager")
-            self._stance.__enter__()
+        self._stance = torch.compiler.set_stance("force_eager")
+        self._stance.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:

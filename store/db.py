@@ -15,6 +15,7 @@ created or upgraded, then opened read-only, which DuckDB allows for many process
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -66,10 +67,18 @@ class Store:
     def _catalog_current(self) -> bool:
         try:
             with duckdb.connect(str(self.path), read_only=True) as con:
-                row = con.execute("SELECT schema_version, parts_path FROM observatory_meta").fetchone()
+                row = con.execute("SELECT schema_version, parts_path, catalog_hash FROM observatory_meta").fetchone()
         except duckdb.Error:
             return False
-        return row == (SCHEMA_VERSION, self.parts.as_posix())
+        return row == (SCHEMA_VERSION, self.parts.as_posix(), self._catalog_hash())
+
+    def _catalog_sql(self) -> list[str]:
+        from store.views import ANALYSIS_VIEWS
+
+        return [self._view_sql(table) for table in TABLES] + list(ANALYSIS_VIEWS)
+
+    def _catalog_hash(self) -> str:
+        return hashlib.sha256("\n;\n".join(self._catalog_sql()).encode()).hexdigest()[:16]
 
     def ensure(self) -> "Store":
         """Create the store, or upgrade its catalog when the schema or its location changed."""
@@ -89,11 +98,10 @@ class Store:
                 "close the dashboard or other DuckDB clients and retry"
             ) from None
         with con:
-            for table in TABLES:
-                con.execute(self._view_sql(table))
-            con.execute("CREATE OR REPLACE TABLE observatory_meta (schema_version INTEGER, parts_path VARCHAR)")
-            con.execute("INSERT INTO observatory_meta VALUES (?, ?)", [SCHEMA_VERSION, self.parts.as_posix()])
-            _create_analysis_views(con)
+            for sql in self._catalog_sql():
+                con.execute(sql)
+            con.execute("CREATE OR REPLACE TABLE observatory_meta (schema_version INTEGER, parts_path VARCHAR, catalog_hash VARCHAR)")
+            con.execute("INSERT INTO observatory_meta VALUES (?, ?, ?)", [SCHEMA_VERSION, self.parts.as_posix(), self._catalog_hash()])
         return self
 
     def _write_empty_parts(self) -> None:
@@ -174,10 +182,3 @@ class StagedRun:
         with suppress(FileNotFoundError):
             if self.dir.exists():
                 self.discard()
-
-
-def _create_analysis_views(con: duckdb.DuckDBPyConnection) -> None:
-    from store.views import ANALYSIS_VIEWS
-
-    for sql in ANALYSIS_VIEWS:
-        con.execute(sql)

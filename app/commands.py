@@ -1,0 +1,114 @@
+"""The store commands: ingest, runs, report, sql."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import duckdb
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+from app.output import console, err_console, print_frame, print_json
+from store.db import Store, StoreError
+from store.ingest import find_traces, ingest_file
+from store.trace_reader import STREAM_THRESHOLD_BYTES, TraceError, decompressed_size
+
+EXIT_OK, EXIT_ERROR = 0, 1
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    return Store(args.db) if args.db else Store()
+
+
+def _ingest_one(store: Store, path: Path, label: str | None, show_progress: bool):
+    if not show_progress or decompressed_size(path) <= STREAM_THRESHOLD_BYTES:
+        return ingest_file(store, path, label=label)
+    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(f"importing {path.name}", total=path.stat().st_size)
+        return ingest_file(store, path, label=label, progress=lambda n: bar.advance(task, n))
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    store = open_store(args).ensure()
+    results, failures = [], []
+    for given in args.paths:
+        path = Path(given)
+        if not path.exists():
+            failures.append(f"{path}: no such file or folder")
+            continue
+        files = find_traces(path)
+        if not files:
+            failures.append(f"{path}: no trace files (*.json, *.json.gz) in this folder")
+        for file in files:
+            try:
+                results.append(_ingest_one(store, file, args.label, show_progress=args.format == "table"))
+            except (TraceError, OSError) as exc:
+                failures.append(str(exc) if isinstance(exc, TraceError) else f"{file}: {exc.strerror or exc}")
+    for failure in failures:
+        err_console.print(f"observatory ingest: error: {failure}", markup=False, highlight=False)
+    if args.format == "json":
+        print_json(
+            {
+                "runs": [{"run_id": r.run_id, "path": str(r.path), "created": r.created, "events": r.event_count} for r in results],
+                "errors": failures,
+            }
+        )
+    else:
+        for r in results:
+            what = f"{r.event_count} events" if r.created else "already in the store"
+            console.print(f"{r.run_id}  {r.path}  ({what})", markup=False, highlight=False)
+    return EXIT_ERROR if failures else EXIT_OK
+
+
+RUNS_SQL = """
+SELECT run_id, source, coalesce(workload, label) AS workload_or_label, variant, preset, device, device_name, rank,
+       status, event_count, started_at, error
+FROM runs ORDER BY stored_at DESC
+"""
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    if not store.exists():
+        console.print(f"No store at {store.path} yet: `observatory ingest PATH` or `observatory run WORKLOAD` fills it.")
+        return EXIT_OK
+    with store.connect() as con:
+        print_frame(con.execute(RUNS_SQL).df(), args.format, title=f"runs in {store.path}")
+    return EXIT_OK
+
+
+def resolve_run(con: duckdb.DuckDBPyConnection, prefix: str) -> str:
+    matches = [r[0] for r in con.execute("SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [prefix]).fetchall()]
+    if not matches:
+        raise ValueError(f"run {prefix!r}: no such run in the store (see `observatory runs`)")
+    if len(matches) > 1 and prefix not in matches:
+        raise ValueError(f"run {prefix!r} is ambiguous: {', '.join(matches[:5])}{' ...' if len(matches) > 5 else ''}")
+    return prefix if prefix in matches else matches[0]
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from store.analysis.report import build_report, print_report
+
+    store = open_store(args)
+    with store.connect() as con:
+        run_id = resolve_run(con, args.run_id)
+        report = build_report(con, run_id, definition=args.definition)
+    if args.format == "json":
+        print_json(report)
+    else:
+        print_report(report)
+    return EXIT_OK
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    with store.connect() as con:
+        try:
+            frame = con.execute(args.query).df()
+        except duckdb.Error as exc:
+            raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
+    print_frame(frame, args.format)
+    return EXIT_OK
+
+
+__all__ = ["cmd_ingest", "cmd_runs", "cmd_report", "cmd_sql", "StoreError"]
