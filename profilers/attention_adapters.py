@@ -1,7 +1,8 @@
 """How to read one attention call from each library's module inputs.
 
-Each adapter turns a module's forward inputs into a `Frame`: what the call is (module path,
-implementation, kind) and the shapes the module inputs imply. Adapters only read `.shape`
+`site_for(module, path, axis)` reads what is fixed about an attention module once, when the
+recorder is built (family, heads, head_dim, implementation); per call, the site's `read`
+turns the forward inputs into a `Call` (batch, q_len, kv_len, kind) reading only `.shape`
 and Python attributes: no tensor op, nothing that would synchronize a device.
 
 Kinds, decided per call:
@@ -34,33 +35,34 @@ TEMPORAL_CLASSES = frozenset(
 TEMPORAL_SEGMENTS = frozenset({"temp_attentions", "motion_modules", "temporal_transformer_blocks"})
 
 
-@dataclass
-class Frame:
-    """One attention module call in flight; mutable runtime state, not a config."""
-
-    family: str  # "diffusers" | "transformers" | "torch.nn" | "module" | "functional"
-    module_path: str | None
-    module_class: str | None
-    implementation: str
-    kind: str | None  # fixed kind; None: decided from q/kv lengths
-    cached: bool  # a KV cache was passed: kind is prefill/decode
-    axis: str | None
-    batch: int | None = None
-    heads: int | None = None
-    kv_heads: int | None = None
-    head_dim: int | None = None
-    q_len: int | None = None  # None: the module inputs do not tell (context-only frame)
-    kv_len: int | None = None
-    covered: bool = False  # a row was recorded inside this call
-
-
 @dataclass(frozen=True)
 class Site:
-    """What is known about a hooked module before it is called."""
+    """What is fixed about one hooked attention module (or the bare SDPA function)."""
 
-    path: str
+    path: str | None
+    module_class: str | None
+    family: str  # "diffusers" | "transformers" | "torch.nn" | "module" | "functional"
+    implementation: str | None  # None: the diffusers processor class, read per call
     axis: str | None
-    describe: Callable[["Site", nn.Module, tuple, dict], Frame]
+    heads: int | None
+    kv_heads: int | None
+    head_dim: int | None
+    layer_idx: int | None
+    read: Callable[["Site", nn.Module, tuple, dict], "Call"]
+
+
+@dataclass(slots=True)
+class Call:
+    """One attention module call in flight; mutable runtime state, not a config."""
+
+    site: Site
+    implementation: str | None
+    kind: str | None  # fixed kind; None: decided from the lengths
+    cached: bool  # a KV cache was passed: the kind is prefill / decode
+    batch: int | None = None
+    q_len: int | None = None  # None: the inputs do not tell; only SDPA calls inside are recorded
+    kv_len: int | None = None
+    covered: bool = False  # a row was recorded inside this call
 
 
 def resolve_kind(kind: str | None, cached: bool, q_len: int | None, kv_len: int | None) -> str | None:
@@ -91,34 +93,28 @@ def _arg(args: tuple, kwargs: dict, name: str, index: int) -> Any:
     return args[index] if len(args) > index else None
 
 
-def _batch_tokens(hidden_states: Any) -> tuple[int | None, int | None]:
-    """(B, L, C) -> (B, L); (B, C, H, W) -> (B, H*W); anything else -> (None, None)."""
-    shape = getattr(hidden_states, "shape", None)
-    if shape is None:
-        return None, None
-    if len(shape) == 3:
-        return shape[0], shape[1]
-    if len(shape) == 4:
-        return shape[0], shape[2] * shape[3]
-    return None, None
-
-
-def _diffusers(site: Site, module: nn.Module, args: tuple, kwargs: dict) -> Frame:
-    batch, q_len = _batch_tokens(_arg(args, kwargs, "hidden_states", 0))
+# -- diffusers ---------------------------------------------------------------------------------
+def _read_diffusers(site: Site, module: nn.Module, args: tuple, kwargs: dict) -> Call:
+    shape = _arg(args, kwargs, "hidden_states", 0).shape
+    batch = shape[0]
+    q_len = shape[1] if len(shape) == 3 else shape[2] * shape[3]  # (B, L, C) or (B, C, H, W)
     encoder = _arg(args, kwargs, "encoder_hidden_states", 1)
-    heads = module.heads
-    head_dim = getattr(module, "head_dim", None) or getattr(module, "inner_dim", 0) // heads or None
+    processor = type(module.processor).__name__
     if encoder is None:
-        kind, kv_len = "self", q_len
-    elif getattr(module, "added_kv_proj_dim", None) is not None:
-        kind = "joint"
-        q_len = kv_len = None if q_len is None else q_len + encoder.shape[-2]
-    else:
-        kind, kv_len = "cross", encoder.shape[-2]
-    return Frame("diffusers", site.path, type(module).__name__, type(module.processor).__name__, kind, False,
-                 site.axis, batch, heads, heads, head_dim, q_len, kv_len)
+        return Call(site, processor, "self", False, batch, q_len, q_len)
+    if getattr(module, "added_kv_proj_dim", None) is not None:
+        joint = q_len + encoder.shape[-2]
+        return Call(site, processor, "joint", False, batch, joint, joint)
+    return Call(site, processor, "cross", False, batch, q_len, encoder.shape[-2])
 
 
+def _diffusers_site(module: nn.Module, path: str, axis: str | None) -> Site:
+    heads = module.heads
+    head_dim = _first_int(module, ("head_dim",)) or (_first_int(module, ("inner_dim",)) or 0) // heads or None
+    return Site(path, type(module).__name__, "diffusers", None, axis, heads, heads, head_dim, None, _read_diffusers)
+
+
+# -- transformers ------------------------------------------------------------------------------
 def _kv_length(cache: Any, layer_idx: int | None, q_len: int) -> int | None:
     """Key length the kernel will see, from the cache's Python-side bookkeeping (no tensor read)."""
     cache = getattr(cache, "self_attention_cache", cache)  # EncoderDecoderCache
@@ -128,66 +124,86 @@ def _kv_length(cache: Any, layer_idx: int | None, q_len: int) -> int | None:
     return kv_len if isinstance(kv_len, int) else None
 
 
-def _transformers(site: Site, module: nn.Module, args: tuple, kwargs: dict) -> Frame:
-    hidden = _arg(args, kwargs, "hidden_states", 0)
-    batch, q_len = (hidden.shape[0], hidden.shape[-2]) if hidden is not None else (None, None)
+def _read_transformers(site: Site, module: nn.Module, args: tuple, kwargs: dict) -> Call:
+    shape = _arg(args, kwargs, "hidden_states", 0).shape
+    batch, q_len = shape[0], shape[-2]
     source = kwargs.get("key_value_states")
     if source is None:
         source = kwargs.get("encoder_hidden_states")
+    if source is not None:
+        return Call(site, site.implementation, "cross", False, batch, q_len, source.shape[-2])
     cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+    if cache is not None:
+        return Call(site, site.implementation, None, True, batch, q_len, _kv_length(cache, site.layer_idx, q_len))
+    return Call(site, site.implementation, "self", False, batch, q_len, q_len)
+
+
+def _transformers_site(module: nn.Module, path: str, axis: str | None) -> Site:
     config = getattr(module, "config", None)
-    heads = getattr(config, "num_attention_heads", None) or getattr(module, "num_heads", None)
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    heads = _first_int(config, ("num_attention_heads",)) or _first_int(module, ("num_heads", "num_attention_heads"))
+    kv_heads = _first_int(config, ("num_key_value_heads",)) or heads
     head_dim = _first_int(module, ("head_dim", "attention_head_size")) or _first_int(config, ("head_dim",))
     if head_dim is None and heads:
-        head_dim = getattr(config, "hidden_size", 0) // heads or None
+        head_dim = (_first_int(config, ("hidden_size",)) or 0) // heads or None
     impl = getattr(config, "_attn_implementation", None) or type(module).__name__
-    kind, cached, kv_len = None, False, q_len
-    if source is not None:
-        kind, kv_len = "cross", source.shape[-2]
-    elif cache is not None and q_len is not None:
-        cached, kv_len = True, _kv_length(cache, getattr(module, "layer_idx", None), q_len)
-    else:
-        kind = "self"
-    return Frame("transformers", site.path, type(module).__name__, impl, kind, cached, site.axis,
-                 batch, heads, kv_heads, head_dim, q_len, kv_len)
+    layer_idx = _first_int(module, ("layer_idx",))
+    return Site(path, type(module).__name__, "transformers", impl, axis, heads, kv_heads, head_dim, layer_idx,
+                _read_transformers)
 
 
-def _multihead(site: Site, module: nn.Module, args: tuple, kwargs: dict) -> Frame:
+# -- torch.nn and unknown modules -----------------------------------------------------------
+def _read_multihead(site: Site, module: nn.Module, args: tuple, kwargs: dict) -> Call:
     query, key = _arg(args, kwargs, "query", 0), _arg(args, kwargs, "key", 1)
-    if len(query.shape) == 2:  # unbatched (L, E)
-        batch, q_len, kv_len = 1, query.shape[0], key.shape[0]
+    q, k = query.shape, key.shape
+    if len(q) == 2:  # unbatched (L, E)
+        batch, q_len, kv_len = 1, q[0], k[0]
     elif module.batch_first:
-        batch, q_len, kv_len = query.shape[0], query.shape[1], key.shape[1]
+        batch, q_len, kv_len = q[0], q[1], k[1]
     else:
-        batch, q_len, kv_len = query.shape[1], query.shape[0], key.shape[0]
-    kind = "self" if key is query else "cross"
-    return Frame("torch.nn", site.path, "MultiheadAttention", "nn.MultiheadAttention", kind, False, site.axis,
-                 batch, module.num_heads, module.num_heads, module.head_dim, q_len, kv_len)
+        batch, q_len, kv_len = q[1], q[0], k[0]
+    return Call(site, site.implementation, "self" if key is query else "cross", False, batch, q_len, kv_len)
 
 
-def _context_only(site: Site, module: nn.Module, args: tuple, kwargs: dict) -> Frame:
-    """An attention module we cannot read: it names the SDPA calls made inside it."""
+def _read_context_only(site: Site, module: nn.Module, args: tuple, kwargs: dict) -> Call:
+    """An attention module we cannot read: it only names the SDPA calls made inside it."""
+    return Call(site, site.implementation, None, False)
+
+
+def _multihead_site(module: nn.Module, path: str, axis: str | None) -> Site:
+    heads = module.num_heads
+    return Site(path, "MultiheadAttention", "torch.nn", "nn.MultiheadAttention", axis, heads, heads,
+                module.head_dim, None, _read_multihead)
+
+
+def _context_site(module: nn.Module, path: str, axis: str | None) -> Site:
     name = type(module).__name__
-    return Frame("module", site.path, name, name, None, False, site.axis)
+    return Site(path, name, "module", name, axis, None, None, None, None, _read_context_only)
+
+
+def _read_nothing(site: Site, module: nn.Module, args: tuple, kwargs: dict) -> Call:
+    raise RuntimeError("the bare SDPA site is never hooked on a module")
+
+
+FUNCTIONAL = Site(None, None, "functional", "F.scaled_dot_product_attention", None, None, None, None, None,
+                  _read_nothing)
 
 
 def _from_library(module: nn.Module, library: str, names: tuple[str, ...]) -> bool:
     return any(c.__module__.startswith(library) and c.__name__ in names for c in type(module).__mro__)
 
 
-def adapter_for(module: nn.Module) -> Callable[[Site, nn.Module, tuple, dict], Frame] | None:
-    """The adapter for a module, or None when it is not an attention module.
+def site_builder(module: nn.Module) -> Callable[[nn.Module, str, str | None], Site] | None:
+    """How to build the module's Site, or None when it is not an attention module.
 
     Matching reads class names and modules, so neither diffusers nor transformers is imported.
     """
     if _from_library(module, "diffusers.", ("Attention", "AttentionModuleMixin")) and hasattr(module, "heads"):
-        return _diffusers
+        return _diffusers_site
     if isinstance(module, nn.MultiheadAttention):
-        return _multihead
+        return _multihead_site
     name = type(module).__name__
     if not name.endswith("Attention"):
         return None
     if type(module).__module__.startswith("transformers."):
-        return _transformers
-    return _context_only
+        return _transformers_site
+    return _context_site

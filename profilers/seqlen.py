@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from profilers.attention_adapters import Frame, Site, adapter_for, is_temporal, resolve_kind
+from profilers.attention_adapters import FUNCTIONAL, Call, Site, is_temporal, resolve_kind, site_builder
 
 ROW_COLUMNS = (
     "iteration", "call_index", "step", "module_path", "module_class", "family", "implementation",
@@ -77,7 +77,7 @@ def _join(prefix: str, name: str) -> str:
 
 
 def find_sites(model_or_modules: Any) -> list[tuple[nn.Module, Site]]:
-    """Every attention module under the roots with its path and axis, each module once."""
+    """Every attention module under the roots with its Site, each module once."""
     found: list[tuple[nn.Module, str, bool]] = []
     seen: set[int] = set()
 
@@ -86,7 +86,7 @@ def find_sites(model_or_modules: Any) -> list[tuple[nn.Module, Site]]:
             return
         seen.add(id(module))
         temporal = temporal or is_temporal(type(module).__name__, segment)
-        if adapter_for(module) is not None:
+        if site_builder(module) is not None:
             found.append((module, path, temporal))
         for name, child in module.named_children():
             walk(child, _join(path, name), name, temporal)
@@ -95,7 +95,7 @@ def find_sites(model_or_modules: Any) -> list[tuple[nn.Module, Site]]:
         walk(root, prefix, prefix, False)
     video = any(temporal for _, _, temporal in found)
     return [
-        (m, Site(path, ("temporal" if t else "spatial") if video else None, adapter_for(m)))
+        (m, site_builder(m)(m, path, ("temporal" if t else "spatial") if video else None))
         for m, path, t in found
     ]
 
@@ -108,8 +108,8 @@ class SeqLenRecorder:
             raise TypeError(f"SeqLenRecorder: step_module must be an nn.Module or None, got {type(step_module).__name__}")
         self.sites = find_sites(model_or_modules)
         self.step_module = step_module
-        self.rows: list[dict[str, Any]] = []
-        self._stack: list[Frame] = []
+        self._records: list[tuple] = []
+        self._stack: list[Call] = []
         self._handles: list[Any] = []
         self._stance: Any = None
         self._original_sdpa: Any = None
@@ -118,28 +118,47 @@ class SeqLenRecorder:
         self._steps_started = 0
         self._step: int | None = None
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per attention call, keys ROW_COLUMNS (built here, off the hot path)."""
+        return [
+            {
+                "iteration": iteration, "call_index": index, "step": step, "module_path": site.path,
+                "module_class": site.module_class, "family": site.family, "implementation": impl,
+                "shape_source": source, "kind": kind, "axis": site.axis, "batch": batch, "heads": heads,
+                "kv_heads": kv_heads, "head_dim": head_dim, "q_len": q_len, "kv_len": kv_len,
+            }
+            for (iteration, index, step, site, impl, source, kind, batch, heads, kv_heads, head_dim, q_len, kv_len)
+            in self._records
+        ]
+
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> "SeqLenRecorder":
         if self._original_sdpa is not None:
             raise RuntimeError("SeqLenRecorder is already entered; use one `with` block at a time")
-        for module, site in self.sites:
-            self._handles.append(module.register_forward_pre_hook(self._pre_hook(site), with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._post_hook, always_call=True))
-        if self.step_module is not None:
-            self._handles.append(self.step_module.register_forward_pre_hook(self._step_begins))
-            self._handles.append(self.step_module.register_forward_hook(self._step_ends, always_call=True))
-        self._original_sdpa = F.scaled_dot_product_attention
-        F.scaled_dot_product_attention = self._sdpa
-        self._stance = torch.compiler.set_stance("force_eager")
-        self._stance.__enter__()
+        try:
+            for module, site in self.sites:
+                self._handles.append(module.register_forward_pre_hook(self._pre_hook(site), with_kwargs=True))
+                self._handles.append(module.register_forward_hook(self._post_hook, always_call=True))
+            if self.step_module is not None:
+                self._handles.append(self.step_module.register_forward_pre_hook(self._step_begins))
+                self._handles.append(self.step_module.register_forward_hook(self._step_ends, always_call=True))
+            self._original_sdpa = F.scaled_dot_product_attention
+            F.scaled_dot_product_attention = self._sdpa
+            self._stance = torch.compiler.set_stance("force_eager")
+            self._stance.__enter__()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._stance is not None:
             self._stance.__exit__(*exc)
             self._stance = None
-        F.scaled_dot_product_attention = self._original_sdpa
-        self._original_sdpa = None
+        if self._original_sdpa is not None:
+            F.scaled_dot_product_attention = self._original_sdpa
+            self._original_sdpa = None
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -151,7 +170,7 @@ class SeqLenRecorder:
         self._calls_in_iteration = 0
         self._steps_started = 0
 
-    # -- hooks -------------------------------------------------------------------------------
+    # -- hooks: only .shape reads and appends ----------------------------------------------
     def _step_begins(self, module: nn.Module, args: tuple) -> None:
         self._step = self._steps_started
         self._steps_started += 1
@@ -160,52 +179,39 @@ class SeqLenRecorder:
         self._step = None
 
     def _pre_hook(self, site: Site):
+        read, stack = site.read, self._stack
+
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            self._stack.append(site.describe(site, module, args, kwargs))
+            stack.append(read(site, module, args, kwargs))
 
         return hook
 
     def _post_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
-        frame = self._stack.pop()
-        if not frame.covered and frame.q_len is not None:
-            self._emit(frame, "module_inputs", frame.batch, frame.heads, frame.kv_heads, frame.head_dim,
-                       frame.q_len, frame.kv_len)
-        if frame.covered and self._stack:  # a row inside covers the enclosing attention module too
+        call = self._stack.pop()
+        if not call.covered and call.q_len is not None:
+            site = call.site
+            self._record(call, "module_inputs", call.batch, site.heads, site.kv_heads, site.head_dim,
+                         call.q_len, call.kv_len)
+        if call.covered and self._stack:  # a row inside covers the enclosing attention module too
             self._stack[-1].covered = True
 
     def _sdpa(self, *args: Any, **kwargs: Any) -> Any:
-        query = args[0] if args else kwargs["query"]
-        key = args[1] if len(args) > 1 else kwargs["key"]
-        frame = self._stack[-1] if self._stack else None
-        q_shape, k_shape = query.shape, key.shape
-        ndim = len(q_shape)
-        heads = q_shape[-3] if ndim >= 4 else (frame.heads if frame else None)
-        kv_heads = k_shape[-3] if ndim >= 4 else (frame.kv_heads if frame else None)
-        batch = q_shape[0] if ndim != 3 or frame is None else frame.batch  # 3-D: (batch*heads, L, E)
-        if frame is None:
-            frame = Frame("functional", None, None, "F.scaled_dot_product_attention", None, False, None)
-        self._emit(frame, "sdpa_call", batch if ndim >= 3 else 1, heads, kv_heads, q_shape[-1],
-                   q_shape[-2], k_shape[-2])
+        q = (args[0] if args else kwargs["query"]).shape
+        k = (args[1] if len(args) > 1 else kwargs["key"]).shape
+        call = self._stack[-1] if self._stack else Call(FUNCTIONAL, FUNCTIONAL.implementation, None, False)
+        if len(q) >= 4:  # (B, ..., H, L, E)
+            batch, heads, kv_heads = q[0], q[-3], k[-3]
+        elif len(q) == 3:  # (N, L, E): N is batch * heads inside a module, which knows both
+            batch = call.batch if call.batch is not None else q[0]
+            heads, kv_heads = call.site.heads, call.site.kv_heads
+        else:
+            batch, heads, kv_heads = 1, call.site.heads, call.site.kv_heads
+        self._record(call, "sdpa_call", batch, heads, kv_heads, q[-1], q[-2], k[-2])
         return self._original_sdpa(*args, **kwargs)
 
-    def _emit(self, frame: Frame, source: str, batch, heads, kv_heads, head_dim, q_len, kv_len) -> None:
-        frame.covered = True
-        self.rows.append({
-            "iteration": self._iteration,
-            "call_index": self._calls_in_iteration,
-            "step": self._step,
-            "module_path": frame.module_path,
-            "module_class": frame.module_class,
-            "family": frame.family,
-            "implementation": frame.implementation,
-            "shape_source": source,
-            "kind": resolve_kind(frame.kind, frame.cached, q_len, kv_len),
-            "axis": frame.axis,
-            "batch": batch,
-            "heads": heads,
-            "kv_heads": kv_heads,
-            "head_dim": head_dim,
-            "q_len": q_len,
-            "kv_len": kv_len,
-        })
+    def _record(self, call: Call, source: str, batch, heads, kv_heads, head_dim, q_len, kv_len) -> None:
+        call.covered = True
+        kind = resolve_kind(call.kind, call.cached, q_len, kv_len)
+        self._records.append((self._iteration, self._calls_in_iteration, self._step, call.site,
+                              call.implementation, source, kind, batch, heads, kv_heads, head_dim, q_len, kv_len))
         self._calls_in_iteration += 1

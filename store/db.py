@@ -19,7 +19,6 @@ import hashlib
 import os
 import shutil
 import uuid
-from contextlib import suppress
 from pathlib import Path
 
 import duckdb
@@ -142,6 +141,7 @@ class StagedRun:
         self.store = store
         self.dir = store.staging_dir / f"{uuid.uuid4().hex}"
         self.dir.mkdir(parents=True)
+        self.scratch = self.dir.with_suffix(".scratch")  # temporary files that are not part of the run
         self.tables: set[str] = set()
 
     def path_for(self, table: str) -> Path:
@@ -157,6 +157,7 @@ class StagedRun:
         """Move the run into place; False (and nothing changed) when the run id already exists."""
         if "runs" not in self.tables:
             raise ValueError("a run needs its 'runs' row before commit")
+        shutil.rmtree(self.scratch, ignore_errors=True)
         for file in self.dir.iterdir():
             with file.open("rb") as f:
                 os.fsync(f.fileno())
@@ -174,11 +175,10 @@ class StagedRun:
 
     def discard(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __enter__(self) -> "StagedRun":
         return self
 
     def __exit__(self, *exc) -> None:
-        with suppress(FileNotFoundError):
-            if self.dir.exists():
-                self.discard()
+        self.discard()  # after a commit the folder is gone and this only clears scratch

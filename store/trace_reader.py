@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import msgspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 STREAM_THRESHOLD_BYTES = 256 * 1024**2
 BATCH_EVENTS = 200_000
@@ -30,6 +32,11 @@ RAW_SCHEMA = pa.schema(
         ("dur_us", pa.float64()),
         ("flow_id", pa.string()),
         ("args", pa.string()),
+        # the few args every analysis joins on, decoded once here
+        ("correlation", pa.int64()),
+        ("external_id", pa.int64()),
+        ("arg_device", pa.int64()),
+        ("arg_stream", pa.int64()),
     ]
 )
 
@@ -44,20 +51,31 @@ class TraceError(ValueError):
     """A file that is not a readable Kineto/Chrome trace; the message names file and problem."""
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     ph: str | None = None
     cat: str | None = None
-    name: str | int | float | None = None
-    pid: int | str | None = None
-    tid: int | str | None = None
-    ts: float | str | None = None
-    dur: float | str | None = None
-    id: int | str | None = None
+    name: str | None = None
+    pid: msgspec.Raw = msgspec.Raw(b"")  # int or string ("Spans", "stream 7"): kept as text
+    tid: msgspec.Raw = msgspec.Raw(b"")
+    ts: float | None = None
+    dur: float | None = None
+    id: msgspec.Raw = msgspec.Raw(b"")
     args: msgspec.Raw = msgspec.Raw(b"")
 
 
-class _Trace(msgspec.Struct):
-    traceEvents: list[_Event] | None = None
+_Number = int | float | str | None
+
+
+class _Ids(msgspec.Struct, gc=False):
+    correlation: _Number = None
+    external_id: _Number = msgspec.field(default=None, name="External id")
+    external_id_legacy: _Number = msgspec.field(default=None, name="external id")
+    device: _Number = None
+    stream: _Number = None
+
+
+class _Trace(msgspec.Struct, gc=False):
+    traceEvents: list[msgspec.Raw] | None = None  # decoded into _Event a batch at a time
     distributedInfo: msgspec.Raw = msgspec.Raw(b"")
     deviceProperties: msgspec.Raw = msgspec.Raw(b"")
     schemaVersion: int | str | None = None
@@ -77,32 +95,52 @@ def _json_or_empty(raw: msgspec.Raw, empty):
     return msgspec.json.decode(raw) if len(raw) else empty
 
 
-def _num(value) -> float | None:
-    if value is None or isinstance(value, float):
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
 def _text(value) -> str | None:
     return None if value is None else str(value)
 
 
+def _raw_text(raws: list[msgspec.Raw]) -> pa.Array:
+    """A JSON scalar kept as text: 7 -> '7', "stream 7" -> 'stream 7'."""
+    return pc.utf8_trim(_raw_strings(raws), '"')
+
+
+def _raw_strings(raws: list[msgspec.Raw]) -> pa.Array:
+    """Raw JSON slices as one Arrow string array, built from a joined buffer (no per-event decode)."""
+    lengths = np.array(list(map(len, raws)), dtype=np.int64)
+    offsets = np.zeros(len(raws) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    validity = pa.array(lengths > 0).buffers()[1]
+    data = pa.py_buffer(b"".join(raws))
+    return pa.LargeStringArray.from_buffers(len(raws), pa.py_buffer(offsets), data, validity).cast(pa.string())
+
+
+def _ints(values: list) -> pa.Array:
+    """Integers where the trace has integers; null for strings ("0x0"), floats and huge values."""
+    try:
+        return pa.array(values, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        return pa.array([v if type(v) is int and -(2**63) <= v < 2**63 else None for v in values], pa.int64())
+
+
 def _batch(events: list[_Event]) -> pa.RecordBatch:
+    raws = [e.args for e in events]
+    ids = msgspec.json.decode(b"[" + b",".join([r if len(r) else b"{}" for r in raws]) + b"]", type=list[_Ids])
     columns = [
-        [e.ph for e in events],
-        [e.cat for e in events],
-        [_text(e.name) for e in events],
-        [_text(e.pid) for e in events],
-        [_text(e.tid) for e in events],
-        [_num(e.ts) for e in events],
-        [_num(e.dur) for e in events],
-        [_text(e.id) for e in events],
-        [bytes(e.args).decode("utf-8", "replace") if len(e.args) else None for e in events],
+        pa.array([e.ph for e in events], pa.string()),
+        pa.array([e.cat for e in events], pa.string()),
+        pa.array([e.name for e in events], pa.string()),
+        _raw_text([e.pid for e in events]),
+        _raw_text([e.tid for e in events]),
+        pa.array([e.ts for e in events], pa.float64()),
+        pa.array([e.dur for e in events], pa.float64()),
+        _raw_text([e.id for e in events]),
+        _raw_strings(raws),
+        _ints([i.correlation for i in ids]),
+        _ints([i.external_id if i.external_id is not None else i.external_id_legacy for i in ids]),
+        _ints([i.device for i in ids]),
+        _ints([i.stream for i in ids]),
     ]
-    return pa.RecordBatch.from_arrays([pa.array(c, t.type) for c, t in zip(columns, RAW_SCHEMA)], schema=RAW_SCHEMA)
+    return pa.RecordBatch.from_arrays(columns, schema=RAW_SCHEMA)
 
 
 def decompressed_size(path: Path) -> int:
@@ -149,14 +187,14 @@ def _decode_error(path: Path, exc: Exception) -> TraceError:
 
 
 def read_whole(path: Path) -> tuple[TraceHeader, Iterator[pa.RecordBatch]]:
+    """Decode in memory: events are split as raw slices, then typed a batch at a time."""
     data = _read_bytes(path)
-    if not data.strip():
+    if len(data) < 64 and not data.strip():
         raise TraceError(f"{path}: empty file")
     try:
-        trace = msgspec.json.decode(data, type=_Trace | list[_Event])
+        trace = msgspec.json.decode(data, type=_Trace | list[msgspec.Raw])
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise _decode_error(path, exc) from None
-    del data
     if isinstance(trace, list):  # the bare-array form of the Chrome trace format
         trace = _Trace(traceEvents=trace)
     _check_not_execution_trace(path, trace)
@@ -168,13 +206,25 @@ def read_whole(path: Path) -> tuple[TraceHeader, Iterator[pa.RecordBatch]]:
         )
     except msgspec.DecodeError as exc:
         raise _decode_error(path, exc) from None
-    events = trace.traceEvents
+    raws = trace.traceEvents
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for start in range(0, len(events), BATCH_EVENTS):
-            yield _batch(events[start : start + BATCH_EVENTS])
+        for start in range(0, len(raws), BATCH_EVENTS):
+            chunk = b"[" + b",".join(raws[start : start + BATCH_EVENTS]) + b"]"
+            try:
+                events = msgspec.json.decode(chunk, type=list[_Event])
+            except msgspec.ValidationError as exc:
+                raise TraceError(f"{path}: not a Kineto/Chrome trace: {_shift_index(str(exc), start)}") from None
+            yield _batch(events)
 
     return header, batches()
+
+
+def _shift_index(message: str, offset: int) -> str:
+    """Turn a chunk-relative `$[i]` in msgspec's message into the event's index in the file."""
+    import re
+
+    return re.sub(r"\$\[(\d+)\]", lambda m: f"$.traceEvents[{int(m.group(1)) + offset}]", message)
 
 
 def _open_stream(path: Path):
@@ -268,13 +318,17 @@ def _from_dict(path: Path, ev, encoder: msgspec.json.Encoder) -> _Event:
         ph=ev.get("ph"),
         cat=ev.get("cat"),
         name=ev.get("name"),
-        pid=ev.get("pid"),
-        tid=ev.get("tid"),
+        pid=_raw_or_empty(ev.get("pid"), encoder),
+        tid=_raw_or_empty(ev.get("tid"), encoder),
         ts=ev.get("ts"),
         dur=ev.get("dur"),
-        id=ev.get("id"),
-        args=msgspec.Raw(encoder.encode(args)) if args is not None else msgspec.Raw(b""),
+        id=_raw_or_empty(ev.get("id"), encoder),
+        args=_raw_or_empty(args, encoder),
     )
+
+
+def _raw_or_empty(value, encoder: msgspec.json.Encoder) -> msgspec.Raw:
+    return msgspec.Raw(b"") if value is None else msgspec.Raw(encoder.encode(value))
 
 
 def read_trace(path: Path, progress: Callable[[int], None] | None = None) -> tuple[TraceHeader, Iterator[pa.RecordBatch]]:

@@ -29,7 +29,10 @@ def seed_everything(seed: int) -> None:
 
 def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """Move a model to its device and dtype, for inference only."""
-    return module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    module = module.to(device)
+    if any(p.dtype != dtype for p in module.parameters()):  # skip a no-op cast: diffusers warns on any
+        module = module.to(dtype)
+    return module.eval().requires_grad_(False)
 
 
 def synchronize(device: torch.device) -> None:

@@ -1,0 +1,253 @@
+"""profilers: one real session on a tiny module, plus the NVML sampler, timing and memory parts."""
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from profilers import NvmlSampler, ProfileConfig, profile
+from profilers.environment import git_sha
+from profilers.memory import PeakRss, model_metrics
+from profilers.nvml import ROW_COLUMNS as TELEMETRY_COLUMNS
+from profilers.timing import LATENCY_COLUMNS, make_clock, time_repeats
+from workloads.base import Built
+
+REPEATS = 3
+
+
+class _TinyModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(32, 32)
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+
+    def forward(self, x):
+        h = self.proj(x)
+        return self.attn(h, h, h, need_weights=False)[0]
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    torch.manual_seed(0)
+    model = _TinyModel().eval()
+    x = torch.randn(4, 12, 32)
+
+    def step():
+        with torch.no_grad():
+            return model(x)
+
+    def project():
+        with torch.no_grad():
+            return model.proj(x)
+
+    built = Built(step=step, items_per_step=4, item_unit="samples", model=model,
+                  phases={"project": project}, phase_items={"project": 4}, info={"kv_cache_bytes": 0})
+    logdir = tmp_path_factory.mktemp("tb") / "run"
+    config = ProfileConfig(logdir=logdir, worker_name="tiny", timed_repeats=REPEATS, warmup_steps=2)
+    return built, config, profile(built, config)
+
+
+def test_trace_lands_in_tensorboard_layout_and_parses(session):
+    _, config, result = session
+    assert result.trace_path.parent == config.logdir
+    assert result.trace_path.name.startswith("tiny.") and result.trace_path.name.endswith(".pt.trace.json.gz")
+    trace = json.loads(gzip.decompress(result.trace_path.read_bytes()))
+    events = trace["traceEvents"]
+    assert any(e.get("cat") == "cpu_op" for e in events)
+    steps = {e["name"] for e in events if e.get("name", "").startswith("ProfilerStep#")}
+    assert len(steps) == config.active_steps
+
+
+def test_latency_rows_are_the_timed_repeats_only(session):
+    built, config, result = session
+    assert len(result.warmup_us) == 2 and set(result.phase_warmup_us) == {"project"}
+    assert [(r["phase"], r["repeat"]) for r in result.latency] == [
+        (phase, i) for phase in ("step", "project") for i in range(REPEATS)]
+    for row in result.latency:
+        assert set(row) == set(LATENCY_COLUMNS)
+        assert row["latency_us"] > 0 and row["items"] == 4 and row["item_unit"] == "samples"
+        assert row["items_per_s"] == pytest.approx(4 / (row["latency_us"] / 1e6))
+
+
+def test_telemetry_unavailable_here_and_run_goes_on(session):
+    _, _, result = session
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert result.telemetry_status.startswith("telemetry unavailable:")
+    assert result.telemetry == []
+
+
+def test_metrics_and_environment(session):
+    built, _, result = session
+    metrics = {m["name"]: m for m in result.metrics}
+    params = sum(p.numel() for p in built.model.parameters())
+    assert metrics["param_count"]["value"] == params and metrics["param_count"]["source"] == "model.parameters()"
+    assert metrics["param_bytes"]["value"] == 4 * params
+    assert metrics["kv_cache_bytes"] == {"name": "kv_cache_bytes", "value": 0, "unit": "bytes", "source": "built.info"}
+    assert metrics["peak_rss_growth_bytes"]["value"] >= 0
+    env = result.environment
+    assert env["torch_version"] == torch.__version__ and env["device"] == "cpu"
+    for key in ("cuda_version", "driver_version", "device_name", "cpu_model", "host", "python_version", "git_sha"):
+        assert key in env
+
+
+def test_attention_calls_recorded_in_the_session(session):
+    _, _, result = session
+    (row,) = result.attention_calls
+    assert (row["module_path"], row["step"], row["q_len"], row["kv_len"], row["kind"]) == ("attn", 0, 12, 12, "self")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("active_steps", 0, "active_steps"),
+    ("timed_repeats", 0, "timed_repeats"),
+    ("warmup_steps", -1, "warmup_steps"),
+    ("nvml_interval_s", 0, "nvml_interval_s"),
+    ("device", "tpu", "device"),
+    ("worker_name", "a/b", "worker_name"),
+])
+def test_config_errors_name_the_argument(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        ProfileConfig(**{"logdir": tmp_path, "worker_name": "w", field: value})
+
+
+def test_reserved_phase_name_is_refused(tmp_path):
+    built = Built(step=lambda: None, items_per_step=1, item_unit="x", phases={"step": lambda: None})
+    with pytest.raises(ValueError, match="built.phases"):
+        profile(built, ProfileConfig(logdir=tmp_path, worker_name="w"))
+
+
+# -- NVML sampler ------------------------------------------------------------------------------
+class _FakeNvml:
+    """The slice of pynvml the sampler uses, with two GPUs; the second does not report power."""
+
+    NVML_CLOCK_SM = 1
+    NVML_TEMPERATURE_GPU = 0
+
+    class NVMLError(Exception):
+        pass
+
+    class NVMLError_NotSupported(NVMLError):
+        pass
+
+    def __init__(self, gpus=2, init_error=None, fail_after=None):
+        self.gpus, self.init_error, self.fail_after = gpus, init_error, fail_after
+        self.reads = 0
+        self.shutdowns = 0
+
+    def nvmlInit(self):
+        if self.init_error:
+            raise self.NVMLError(self.init_error)
+
+    def nvmlShutdown(self):
+        self.shutdowns += 1
+
+    def nvmlDeviceGetCount(self):
+        return self.gpus
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetName(self, handle):
+        return f"Fake GPU {handle}"
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        self.reads += 1
+        if self.fail_after is not None and self.reads > self.fail_after:
+            raise self.NVMLError("GPU is lost")
+        return SimpleNamespace(used=(handle + 1) * 2**30, total=16 * 2**30)
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return SimpleNamespace(gpu=50 + handle, memory=10)
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        if handle == 1:
+            raise self.NVMLError_NotSupported("not supported")
+        return 123_456  # milliwatts
+
+    def nvmlDeviceGetClockInfo(self, handle, clock):
+        assert clock == self.NVML_CLOCK_SM
+        return 1410
+
+    def nvmlDeviceGetTemperature(self, handle, sensor):
+        assert sensor == self.NVML_TEMPERATURE_GPU
+        return 60 + handle
+
+
+def test_sampler_rows_per_gpu_at_the_interval():
+    fake = _FakeNvml()
+    before = time.time_ns() / 1000
+    with NvmlSampler(interval_s=0.01, nvml=fake) as sampler:
+        time.sleep(0.1)
+    after = time.time_ns() / 1000
+    assert sampler.status == "ok" and fake.shutdowns == 1
+    rows = sampler.rows
+    assert all(set(r) == set(TELEMETRY_COLUMNS) for r in rows)
+    gpu0 = [r for r in rows if r["gpu_index"] == 0]
+    gpu1 = [r for r in rows if r["gpu_index"] == 1]
+    assert len(gpu0) == len(gpu1) >= 5  # 0.1 s at 0.01 s, start and stop samples included
+    assert [r["ts_us"] for r in gpu0] == sorted(r["ts_us"] for r in gpu0)
+    assert before <= gpu0[0]["ts_us"] and gpu0[-1]["ts_us"] <= after
+    assert gpu0[0] | {"ts_us": 0} == {
+        "ts_us": 0, "gpu_index": 0, "gpu_name": "Fake GPU 0", "gpu_util_pct": 50, "memory_used_bytes": 2**30,
+        "memory_total_bytes": 16 * 2**30, "power_w": pytest.approx(123.456), "sm_clock_mhz": 1410, "temperature_c": 60}
+    assert {r["power_w"] for r in gpu1} == {None} and {r["memory_used_bytes"] for r in gpu1} == {2 * 2**30}
+
+
+def test_sampler_reports_init_failure_without_raising():
+    with NvmlSampler(nvml=_FakeNvml(init_error="Driver Not Loaded")) as sampler:
+        pass
+    assert sampler.status == "telemetry unavailable: NVMLError: Driver Not Loaded" and sampler.rows == []
+    with NvmlSampler(nvml=_FakeNvml(gpus=0)) as sampler:
+        pass
+    assert sampler.status == "telemetry unavailable: NVML reports no GPU"
+
+
+def test_sampler_reports_a_failure_while_sampling():
+    with NvmlSampler(interval_s=0.005, nvml=_FakeNvml(gpus=1, fail_after=3)) as sampler:
+        time.sleep(0.1)
+    assert sampler.status == "telemetry unavailable: sampling stopped after 3 rows: NVMLError: GPU is lost"
+    assert len(sampler.rows) == 3
+
+
+def test_sampler_rejects_a_bad_interval():
+    with pytest.raises(ValueError, match="interval_s"):
+        NvmlSampler(interval_s=0, nvml=_FakeNvml())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_real_nvml_here_reports_library_not_found():
+    with NvmlSampler() as sampler:
+        pass
+    assert sampler.status.startswith("telemetry unavailable: NVMLError_LibraryNotFound")
+    assert sampler.rows == []
+
+
+# -- timing, memory, environment -------------------------------------------------------------------
+def test_time_repeats_rows():
+    rows = time_repeats({"a": lambda: time.sleep(0.002), "b": lambda: None}, {"a": 2}, "tokens", 2, make_clock("cpu"))
+    assert [(r["phase"], r["repeat"], r["items"]) for r in rows] == [("a", 0, 2), ("a", 1, 2), ("b", 0, None), ("b", 1, None)]
+    assert all(r["latency_us"] >= 2000 for r in rows[:2]) and rows[2]["items_per_s"] is None
+
+
+def test_peak_rss_sees_a_transient_allocation():
+    with PeakRss() as rss:
+        block = bytearray(64 * 2**20)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page
+        del block
+    assert rss.growth_bytes >= 48 * 2**20, rss.source
+
+
+def test_model_metrics_prefer_the_workload_info():
+    model = nn.Linear(3, 2)
+    got = {m["name"]: (m["value"], m["source"]) for m in model_metrics({"param_bytes": 99}, model)}
+    assert got == {"param_bytes": (99, "built.info"), "param_count": (8, "model.parameters()")}
+
+
+def test_git_sha_is_none_outside_a_repository(tmp_path: Path):
+    assert git_sha(tmp_path) is None

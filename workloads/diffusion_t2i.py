@@ -1,0 +1,229 @@
+"""diffusion-t2i: Stable-Diffusion-style text-to-image (studies.md section 1).
+
+A diffusers StableDiffusionPipeline assembled from local, randomly initialised parts: a
+byte-level CLIP tokenizer, a CLIP text encoder, a UNet2DConditionModel, a DDIM scheduler and
+an AutoencoderKL decoder. One step = one batch of images: text encoding (prompt and empty
+negative prompt), `steps` UNet forwards at batch 2x (classifier-free guidance), VAE decode.
+
+Baseline: diffusers' plain AttnProcessor (unfused attention) everywhere. Variants stack
+techniques on it: `sdpa` fuses attention, `sdpa-compile` also compiles the UNet forward.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.profiler import record_function
+
+from workloads.base import Built, RunOptions, Workload, register
+from workloads.common import (
+    byte_level_clip_tokenizer,
+    compile_forward,
+    label_calls,
+    param_stats,
+    place,
+    resolve_device,
+    seed_everything,
+    synchronize,
+)
+
+PROMPT = "an astronaut riding a horse on the moon, detailed oil painting"
+
+
+@dataclass(frozen=True)
+class SDPreset:
+    """Model dimensions as plain data. `unet_heads` is what diffusers calls
+    `attention_head_dim` in SD 1.x configs: it is the number of heads."""
+
+    image_size: int
+    steps: int
+    unet_channels: tuple[int, ...]
+    unet_down_blocks: tuple[str, ...]
+    unet_up_blocks: tuple[str, ...]
+    unet_layers_per_block: int
+    unet_heads: int
+    cross_attention_dim: int  # = text_hidden
+    vae_channels: tuple[int, ...]
+    vae_layers_per_block: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_intermediate: int
+    text_vocab: int
+    text_max_len: int = 77
+    text_activation: str = "quick_gelu"
+    guidance_scale: float = 7.5
+
+
+PRESETS = {
+    # Seconds on a 2-core CPU: 64x64 image -> 32x32 latent; attention at 32x32 (1024 tokens)
+    # in the first block and 16x16 (256) in the middle block, a 4x change as in SD.
+    "tiny": SDPreset(
+        image_size=64, steps=2,
+        unet_channels=(32, 64),
+        unet_down_blocks=("CrossAttnDownBlock2D", "DownBlock2D"),
+        unet_up_blocks=("UpBlock2D", "CrossAttnUpBlock2D"),
+        unet_layers_per_block=1, unet_heads=2, cross_attention_dim=32,
+        vae_channels=(32, 64), vae_layers_per_block=1,
+        text_hidden=32, text_layers=2, text_heads=4, text_intermediate=64, text_vocab=1000,
+    ),
+    # Stable Diffusion 1.5: 512x512, UNet 860M, CLIP ViT-L/14 text encoder, 50 DDIM steps.
+    "paper": SDPreset(
+        image_size=512, steps=50,
+        unet_channels=(320, 640, 1280, 1280),
+        unet_down_blocks=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        unet_up_blocks=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        unet_layers_per_block=2, unet_heads=8, cross_attention_dim=768,
+        vae_channels=(128, 256, 512, 512), vae_layers_per_block=2,
+        text_hidden=768, text_layers=12, text_heads=12, text_intermediate=3072, text_vocab=49408,
+    ),
+}
+
+
+def text_config(p: SDPreset):
+    from transformers import CLIPTextConfig
+
+    # Token ids follow the local byte-level tokenizer: 0 start, 1 end and pad.
+    return CLIPTextConfig(
+        vocab_size=p.text_vocab, hidden_size=p.text_hidden, intermediate_size=p.text_intermediate,
+        num_hidden_layers=p.text_layers, num_attention_heads=p.text_heads,
+        max_position_embeddings=p.text_max_len, hidden_act=p.text_activation,
+        projection_dim=p.text_hidden, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        attn_implementation="eager",
+    )
+
+
+def unet_config(p: SDPreset) -> dict:
+    vae_scale = 2 ** (len(p.vae_channels) - 1)
+    return dict(
+        sample_size=p.image_size // vae_scale, in_channels=4, out_channels=4,
+        block_out_channels=p.unet_channels, down_block_types=p.unet_down_blocks,
+        up_block_types=p.unet_up_blocks, layers_per_block=p.unet_layers_per_block,
+        attention_head_dim=p.unet_heads, cross_attention_dim=p.cross_attention_dim,
+        norm_num_groups=32,
+    )
+
+
+def vae_config(p: SDPreset) -> dict:
+    n = len(p.vae_channels)
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=p.vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        layers_per_block=p.vae_layers_per_block, norm_num_groups=32, sample_size=p.image_size,
+        scaling_factor=0.18215,
+    )
+
+
+def scheduler_config() -> dict:
+    # SD 1.5's DDIM settings (eta 0: deterministic given the initial latents).
+    return dict(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+    )
+
+
+def build_pipeline(p: SDPreset, device: torch.device, dtype: torch.dtype):
+    """The baseline: random-init components, unfused attention everywhere."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnProcessor
+    from transformers import CLIPTextModel
+
+    text_encoder = place(CLIPTextModel(text_config(p)), device, dtype)
+    unet = place(UNet2DConditionModel(**unet_config(p)), device, dtype)
+    vae = place(AutoencoderKL(**vae_config(p)), device, dtype)
+    unet.set_attn_processor(AttnProcessor())
+    vae.set_attn_processor(AttnProcessor())  # diffusers' default here is already SDPA
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=byte_level_clip_tokenizer(p.text_max_len),
+        unet=unet, scheduler=DDIMScheduler(**scheduler_config()),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --- variants: each applies one technique --------------------------------------------------
+
+def use_sdpa(pipe):
+    """Fused attention (torch's scaled_dot_product_attention) in UNet, VAE and text encoder."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    pipe.unet.set_attn_processor(AttnProcessor2_0())
+    pipe.vae.set_attn_processor(AttnProcessor2_0())
+    pipe.text_encoder.set_attn_implementation("sdpa")
+    return pipe
+
+
+def compile_unet(pipe):
+    """torch.compile the UNet forward (the denoising loop's body; text encoder and VAE stay eager)."""
+    compile_forward(pipe.unet)
+    return pipe
+
+
+VARIANTS = {
+    "eager": (),
+    "sdpa": (use_sdpa,),
+    "sdpa-compile": (use_sdpa, compile_unet),
+}
+
+
+# --- one iteration ---------------------------------------------------------------------------
+
+def generate(pipe, p: SDPreset, options: RunOptions, steps: int, device: torch.device) -> torch.Tensor:
+    """1. encode prompts, 2. denoise `steps` times, 3. decode latents; images in [0, 1]."""
+    generator = torch.Generator(device).manual_seed(options.seed)  # same latents every step
+    with torch.inference_mode():
+        latents = pipe(  # ranges "text_encoder" and "unet_step" come from hooks (label_calls)
+            prompt=[PROMPT] * options.batch, height=p.image_size, width=p.image_size,
+            num_inference_steps=steps, guidance_scale=p.guidance_scale, generator=generator,
+            output_type="latent",
+        ).images
+        with record_function("vae_decode"):
+            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+            image = pipe.image_processor.postprocess(image, output_type="pt")
+    synchronize(device)
+    return image
+
+
+def build(options: RunOptions) -> Built:
+    options = WORKLOAD.check(options)
+    device = resolve_device(options.device)
+    p = PRESETS[options.preset]
+    steps = options.steps or p.steps
+    seed_everything(options.seed)
+    pipe = build_pipeline(p, device, options.torch_dtype)
+    for technique in VARIANTS[options.variant]:
+        pipe = technique(pipe)
+    label_calls(pipe.text_encoder, "text_encoder")
+    label_calls(pipe.unet, "unet_step")
+    latent = p.image_size // pipe.vae_scale_factor
+    return Built(
+        step=lambda: generate(pipe, p, options, steps, device),
+        items_per_step=options.batch,
+        item_unit="images",
+        model=pipe.unet,  # one UNet forward per denoising step
+        info={
+            **param_stats(pipe.unet, pipe.text_encoder, pipe.vae),
+            "unet_param_count": param_stats(pipe.unet)["param_count"],
+            "text_encoder_param_count": param_stats(pipe.text_encoder)["param_count"],
+            "vae_param_count": param_stats(pipe.vae)["param_count"],
+            "image_size": p.image_size,
+            "latent_size": latent,
+            "denoising_steps": steps,
+            "unet_batch": 2 * options.batch,  # classifier-free guidance: conditional + unconditional
+            "text_seq_len": p.text_max_len,
+            "guidance_scale": p.guidance_scale,
+            "scheduler": "DDIM",
+            "attn_processor": type(next(iter(pipe.unet.attn_processors.values()))).__name__,
+        },
+    )
+
+
+WORKLOAD = register(Workload(
+    name="diffusion-t2i",
+    study="1",
+    description="Stable-Diffusion-style text-to-image: CLIP text encoder, UNet with cross-attention, DDIM, VAE decode",
+    presets=tuple(PRESETS),
+    variants=tuple(VARIANTS),
+    build=build,
+))
