@@ -54,7 +54,7 @@ WITH rounding AS (
 ),
 hta_base AS (
     SELECT run_id, rank, event_idx, cat, name, ts_us, dur_us,
-           coalesce({HTA_STREAM_SQL}, -1) AS hta_stream,
+           coalesce(CASE WHEN contains(args, '"stream"') THEN {HTA_STREAM_SQL} END, -1) AS hta_stream,
            coalesce(correlation, -1) AS hta_corr
     FROM events
     WHERE dur_us IS NOT NULL AND cat_raw IS NOT NULL AND cat_raw <> 'Trace'

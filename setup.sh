@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up Observatory in .venv/ (idempotent), then run the main job on the default store.
+#   ./setup.sh            set up, then import ../shared/traces and print the report
+#   ./setup.sh --no-run   set up only (used by ./test.sh)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stamp=.venv/.installed
+if [ ! -x .venv/bin/observatory ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setting up .venv/ (pinned dependencies; about 2 minutes on a fresh machine)" >&2
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  # torch==2.13.0 is pinned with everything that depends on it: the CPU wheel on this disk.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  .venv/bin/python -c "import torch, duckdb, diffusers, transformers, streamlit" # fail loudly if the install did not take
+  touch "$stamp"
+fi
+
+[ "${1:-}" = "--no-run" ] && exit 0
+exec .venv/bin/observatory demo

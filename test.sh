@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Run Observatory's test suite (sets up .venv/ first when needed). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+./setup.sh --no-run
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,253 @@
+"""Trace import on the real traces in ../shared/traces, bad input, and store atomicity."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from store import trace_reader
+from store.db import Store
+from store.ingest import ingest_file
+from store.trace_reader import TraceError
+
+TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+ALL_TRACES = sorted(p for p in TRACES.rglob("*") if p.name.endswith((".json", ".json.gz")))
+EXECUTION_TRACE = TRACES / "hta/execution_trace/benchmark_simple_add_et.json.gz"
+KINETO_TRACES = [p for p in ALL_TRACES if p != EXECUTION_TRACE]
+SMALL = TRACES / "hta/trace_filter/sampled_rank-0.json.gz"
+LEGACY = TRACES / "kineto/resnet50_num_workers_0/worker0.1623143566756.pt.trace.json.gz"
+OBSERVATORY = [sys.executable, "-m", "app.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def observatory(*args: str, db: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*OBSERVATORY, *args, "--db", str(db)], capture_output=True, text=True, cwd=ROOT)
+
+
+def load_events(path: Path) -> list:
+    data = json.loads((gzip.open if path.suffix == ".gz" else open)(path, "rt").read())
+    return data["traceEvents"] if isinstance(data, dict) else data
+
+
+def store_state(store: Store) -> tuple:
+    """What a reader could see: committed run folders and anything left in staging."""
+    runs = sorted(p.name for p in store.runs_dir.iterdir()) if store.runs_dir.exists() else []
+    staging = sorted(p.name for p in store.staging_dir.iterdir()) if store.staging_dir.exists() else []
+    return runs, staging
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(tmp_path / "o.duckdb").ensure()
+
+
+@pytest.mark.parametrize("trace", KINETO_TRACES, ids=lambda p: str(p.relative_to(TRACES)))
+def test_every_shared_kineto_trace_imports_whole(store, trace):
+    result = ingest_file(store, trace)
+    assert result.created
+    with store.connect() as con:
+        stored = con.execute("SELECT count(*) FROM events WHERE run_id = ?", [result.run_id]).fetchone()[0]
+        run = con.execute("SELECT status, event_count, source_path FROM runs WHERE run_id = ?", [result.run_id]).fetchone()
+    assert stored == len(load_events(trace)) == result.event_count
+    assert run == ("ok", stored, str(trace))
+
+
+def test_execution_trace_is_refused_with_a_message_that_says_so(store):
+    with pytest.raises(TraceError, match="PyTorch Execution Trace.*not a Kineto trace"):
+        ingest_file(store, EXECUTION_TRACE)
+    assert store_state(store) == ([ "_empty"], [])
+
+
+def test_event_columns_on_a_gpu_trace(store):
+    run_id = ingest_file(store, TRACES / "hta/ns_resolution_trace/rank-0.Apr_03_18_51_38.1102.pt.trace.json.gz").run_id
+    with store.connect() as con:
+        row = con.execute(
+            """SELECT count(*) FILTER (WHERE cat = 'kernel'), count(*) FILTER (WHERE cat = 'kernel' AND stream = 7 AND device = 0),
+                      count(*) FILTER (WHERE cat = 'kernel' AND correlation IS NOT NULL),
+                      count(*) FILTER (WHERE cat = 'cpu_op' AND self_us IS NOT NULL AND self_us <= dur_us),
+                      count(*) FILTER (WHERE cat = 'cpu_op'), min(rank), max(rank)
+               FROM events WHERE run_id = ?""",
+            [run_id],
+        ).fetchone()
+        fractional = con.execute("SELECT count(*) FROM events WHERE run_id = ? AND dur_us <> floor(dur_us)", [run_id]).fetchone()[0]
+        device = con.execute("SELECT device, device_name, rank FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    kernels, on_stream_7, correlated, nested_ok, cpu_ops, rank_lo, rank_hi = row
+    assert kernels == 4350 and correlated == kernels and on_stream_7 > 0
+    assert nested_ok == cpu_ops == 23910
+    assert (rank_lo, rank_hi) == (0, 0)
+    assert fractional > 0, "fractional-microsecond durations must survive the import"
+    assert device == ("cuda", "Tesla V100-SXM2-16GB", 0) or device[0] == "cuda"
+
+
+def test_legacy_2021_categories_are_normalised_and_kept(store):
+    run_id = ingest_file(store, LEGACY).run_id
+    with store.connect() as con:
+        pairs = dict(con.execute("SELECT cat_raw, any_value(cat) FROM events WHERE run_id = ? AND cat_raw IS NOT NULL GROUP BY 1", [run_id]).fetchall())
+        streams = con.execute("SELECT DISTINCT stream FROM events WHERE run_id = ? AND cat = 'kernel'", [run_id]).fetchall()
+    assert pairs["Kernel"] == "kernel" and pairs["Operator"] == "cpu_op" and pairs["Runtime"] == "cuda_runtime"
+    assert pairs["Memcpy"] == "gpu_memcpy" and pairs["Memset"] == "gpu_memset"
+    assert streams == [(7,)], "legacy 'stream 7' thread names give the stream"
+
+
+def test_huge_integers_and_missing_rank(store):
+    run_id = ingest_file(store, TRACES / "hta/large_integer_trace/rank-70.Mar_25_20_48_12.2861.pt.trace.json.gz").run_id
+    with store.connect() as con:
+        comms = con.execute("SELECT json_extract_string(args, '$.\"Comms Id\"') FROM events WHERE run_id = ? AND cat = 'cpu_op'", [run_id]).fetchone()[0]
+        rank = con.execute("SELECT rank FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+    assert comms == "10159970886766084423"
+    assert rank is None
+
+
+def test_profiler_steps_reach_device_events_through_correlation(store):
+    run_id = ingest_file(store, SMALL).run_id
+    with store.connect() as con:
+        host_steps = {r[0] for r in con.execute("SELECT DISTINCT step FROM events WHERE run_id = ? AND NOT on_device AND step IS NOT NULL", [run_id]).fetchall()}
+        device_steps = {r[0] for r in con.execute("SELECT DISTINCT step FROM events WHERE run_id = ? AND on_device AND step IS NOT NULL", [run_id]).fetchall()}
+    assert device_steps and device_steps <= host_steps
+
+
+def test_same_content_twice_is_not_duplicated(store, tmp_path):
+    first = ingest_file(store, SMALL)
+    copy = tmp_path / "renamed.json.gz"
+    copy.write_bytes(SMALL.read_bytes())
+    second = ingest_file(store, copy)
+    assert first.created and not second.created and first.run_id == second.run_id
+    with store.connect() as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+
+
+def test_streaming_path_gives_the_same_events(store, monkeypatch, tmp_path):
+    whole = ingest_file(store, SMALL)
+    monkeypatch.setattr(trace_reader, "STREAM_THRESHOLD_BYTES", 1000)
+    monkeypatch.setattr(trace_reader, "BATCH_EVENTS", 700)  # several batches, spilled to disk
+    import store.ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "STREAM_THRESHOLD_BYTES", 1000)
+    other = Store(tmp_path / "streamed.duckdb").ensure()
+    streamed = ingest_file(other, SMALL)
+    query = "SELECT cat, name, ts_us, dur_us, stream, correlation, step, depth, self_us, category FROM events ORDER BY event_idx"
+    with store.connect() as a, other.connect() as b:
+        assert a.execute(query).fetchall() == b.execute(query).fetchall()
+    assert whole.event_count == streamed.event_count
+
+
+# -- bad input: a one-line error naming the file, exit code 1, the store unchanged ---------
+def _truncated(tmp_path: Path) -> Path:
+    text = gzip.open(SMALL, "rt").read()
+    path = tmp_path / "truncated.json"
+    path.write_text(text[: len(text) // 2])
+    return path
+
+
+def _truncated_gzip(tmp_path: Path) -> Path:
+    data = SMALL.read_bytes()
+    path = tmp_path / "truncated.json.gz"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _corrupt_gzip(tmp_path: Path) -> Path:
+    data = bytearray(SMALL.read_bytes())
+    data[100:200] = bytes(100)
+    path = tmp_path / "corrupt.json.gz"
+    path.write_bytes(bytes(data))
+    return path
+
+
+BAD_INPUTS = {
+    "empty": (lambda d: (d / "empty.json").write_text("") and None or d / "empty.json", "empty file"),
+    "truncated JSON": (_truncated, "truncated JSON"),
+    "truncated gzip": (_truncated_gzip, "gzip"),
+    "corrupt gzip": (_corrupt_gzip, "gzip"),
+    "not JSON": (lambda d: (d / "notes.json").write_text("hello, world") and None or d / "notes.json", "not valid JSON"),
+    "JSON that is not a trace": (lambda d: (d / "config.json").write_text('{"lr": 0.1}') and None or d / "config.json", "traceEvents"),
+    "events that are not objects": (lambda d: (d / "ints.json").write_text('{"traceEvents": [1, 2]}') and None or d / "ints.json", "not a Kineto/Chrome trace"),
+    "missing path": (lambda d: d / "nowhere.json", "no such file"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_INPUTS)
+def test_bad_input_fails_with_one_line_naming_the_file(tmp_path, kind):
+    make, message = BAD_INPUTS[kind]
+    db = tmp_path / "o.duckdb"
+    assert observatory("ingest", str(SMALL), db=db).returncode == 0
+    before = store_state(Store(db))
+    path = make(tmp_path)
+    done = observatory("ingest", str(path), db=db)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert str(path) in lines[0] and message in lines[0]
+    assert store_state(Store(db)) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "secret.json"
+    path.write_text('{"traceEvents": []}')
+    path.chmod(0)
+    done = observatory("ingest", str(path), db=tmp_path / "o.duckdb")
+    assert done.returncode == 1 and "permission denied" in done.stderr
+
+
+def test_folder_with_one_bad_file_imports_the_others(tmp_path):
+    folder = tmp_path / "logdir" / "plugins" / "profile" / "run1"
+    folder.mkdir(parents=True)
+    for trace in (SMALL, TRACES / "hta/trace_filter/sampled_rank-1.json.gz"):
+        (folder / trace.name).write_bytes(trace.read_bytes())
+    bad = folder / "broken.pt.trace.json"
+    bad.write_text('{"traceEvents": [{"ph": "X"')
+    done = observatory("ingest", str(tmp_path / "logdir"), "--format", "json", db=tmp_path / "o.duckdb")
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert len(report["runs"]) == 2 and all(r["created"] for r in report["runs"])
+    assert len(report["errors"]) == 1 and str(bad) in report["errors"][0]
+    assert str(bad) in done.stderr
+
+
+def test_failure_mid_import_leaves_nothing(store, monkeypatch):
+    import store.ingest as ingest_module
+
+    def explode(*args, **kwargs):
+        raise MemoryError("simulated out of memory while writing")
+
+    monkeypatch.setattr(ingest_module, "_write_events", explode)
+    before = store_state(store)
+    with pytest.raises(MemoryError):
+        ingest_file(store, SMALL)
+    assert store_state(store) == before
+
+
+def test_a_reader_holding_the_store_open_does_not_block_an_import(store):
+    ingest_file(store, SMALL)
+    with store.connect() as reader:  # e.g. the dashboard
+        assert reader.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+        done = observatory("ingest", str(TRACES / "hta/trace_filter/sampled_rank-1.json.gz"), db=store.path)
+        assert done.returncode == 0, done.stderr
+        assert reader.execute("SELECT count(*) FROM runs").fetchone()[0] == 2  # sees the new run on the next query
+
+
+def test_cli_ingest_json_lists_run_ids_and_sql_reads_them(tmp_path):
+    db = tmp_path / "o.duckdb"
+    done = observatory("ingest", str(SMALL), "--format", "json", "--label", "smoke", db=db)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["runs"][0]["run_id"]
+    sql = observatory("sql", f"SELECT label, rank FROM runs WHERE run_id = '{run_id}'", "--format", "json", db=db)
+    assert json.loads(sql.stdout) == [{"label": "smoke", "rank": 0}]
+    assert observatory("sql", "SELEC 1", db=db).returncode == 1
+    assert observatory("report", "no-such-run", db=db).returncode == 1
+
+
+def test_schema_doc_lists_every_column():
+    from store.schema import TABLES
+
+    doc = (ROOT / "docs" / "schema.md").read_text()
+    for table, schema in TABLES.items():
+        assert f"### {table}" in doc, table
+        for name in schema.names:
+            assert f"`{name}`" in doc, f"{table}.{name} is not documented in docs/schema.md"
