@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p, ("table", "csv", "json"))
 
     p = sub.add_parser("report", help="analyses of one run", description="Time by category, GPU temporal and idle breakdowns, kernel launch statistics and host overhead of one run.")
-    p.add_argument("run_id", metavar="RUN", help="a run id (a unique prefix is enough)")
+    p.add_argument("run_id", metavar="RUN", nargs="?", help="a run id (a unique prefix is enough); without it, one summary line per run")
     p.add_argument("--definition", choices=("hta", "all_kernels"), default="hta", help="GPU time definition: Holistic Trace Analysis's (default) or every kernel in the trace")
     _add_db(p)
     _add_format(p)
@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", metavar="QUERY")
     _add_db(p)
     _add_format(p, ("table", "csv", "json"))
+
+    p = sub.add_parser("demo", help="the main job: import ../shared/traces and print the report", description="Import the real GPU traces in ../shared/traces into the store and print one summary line per run.")
+    _add_db(p)
+    p.set_defaults(format="table")
 
     from app import workload_commands
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-from app.output import console, err_console, print_frame, print_json
+from app.output import console, err_console, print_frame, print_json, records
 from store.db import Store, StoreError
 from store.ingest import find_traces, ingest_file
 from store.trace_reader import STREAM_THRESHOLD_BYTES, TraceError, decompressed_size
@@ -87,9 +87,12 @@ def resolve_run(con: duckdb.DuckDBPyConnection, prefix: str) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from store.analysis.report import build_report, print_report
+    from app.report_view import print_report
+    from store.analysis.report import build_report
 
     store = open_store(args)
+    if args.run_id is None:
+        return _print_summary(store, args)
     with store.connect() as con:
         run_id = resolve_run(con, args.run_id)
         report = build_report(con, run_id, definition=args.definition)
@@ -98,6 +101,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         print_report(report)
     return EXIT_OK
+
+
+def _print_summary(store: Store, args: argparse.Namespace) -> int:
+    from store.analysis.summary import runs_summary
+
+    with store.connect() as con:
+        summary = runs_summary(con, args.definition)
+    if args.format == "json":
+        print_json(records(summary))
+    else:
+        print_frame(summary, title=f"{len(summary)} runs in {store.path} (`observatory report RUN` for one run)")
+    return EXIT_OK
+
+
+SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: import the shared real traces into the store and print the summary report."""
+    if not SHARED_TRACES.is_dir():
+        raise ValueError(f"{SHARED_TRACES}: the shared traces are not there (expected beside the project folder)")
+    store = open_store(args).ensure()
+    console.print(f"importing the real GPU traces under {SHARED_TRACES} into {store.path}", highlight=False)
+    created = skipped = 0
+    for file in find_traces(SHARED_TRACES):
+        try:
+            result = ingest_file(store, file, label="shared-traces")
+            created += result.created
+        except TraceError as exc:
+            skipped += 1
+            console.print(f"  not imported: {exc}", markup=False, highlight=False)
+    console.print(f"{created} new runs imported, {skipped} files not imported (reasons above)")
+    args.run_id, args.definition = None, "hta"
+    return _print_summary(store, args)
 
 
 def cmd_sql(args: argparse.Namespace) -> int:

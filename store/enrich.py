@@ -113,6 +113,7 @@ class Narrow:
     step_number: list[np.ndarray] = field(default_factory=list)
     is_cpu_op: list[np.ndarray] = field(default_factory=list)
     thread: list[np.ndarray] = field(default_factory=list)
+    threads: dict[str, int] = field(default_factory=dict)
 
     def add(self, batch: pa.RecordBatch, local: dict[str, pa.Array]) -> None:
         def numpy(array: pa.Array, fill) -> np.ndarray:
@@ -128,10 +129,16 @@ class Narrow:
         self.correlation.append(numpy(batch.column("correlation"), -1))
         self.is_launch.append(numpy(pc.is_in(cat, pa.array(LAUNCH_CATS)), False))
         self.is_step.append(numpy(pc.and_(complete, pc.is_valid(step_match)), False) & ~on_device)
-        self.step_number.append(numpy(pc.cast(step_match, pa.int64()), -1))
+        self.step_number.append(numpy(pc.cast(step_match, pa.int32()), -1))
         self.is_cpu_op.append(numpy(pc.and_(complete, pc.equal(cat, "cpu_op")), False))
         thread = pc.binary_join_element_wise(pc.fill_null(batch.column("pid"), ""), pc.fill_null(batch.column("tid"), ""), "/")
-        self.thread.append(np.asarray(thread.to_pylist(), dtype=object))
+        self.thread.append(self._thread_codes(thread))
+
+    def _thread_codes(self, thread: pa.Array) -> np.ndarray:
+        """Small integer per pid/tid pair, stable across batches (a trace has few threads)."""
+        encoded = pc.dictionary_encode(thread)
+        codes = np.array([self.threads.setdefault(t, len(self.threads)) for t in encoded.dictionary.to_pylist()], dtype=np.int32)
+        return codes[encoded.indices.to_numpy(zero_copy_only=False)] if len(codes) else np.zeros(len(thread), np.int32)
 
     def concat(self, name: str) -> np.ndarray:
         parts = getattr(self, name)

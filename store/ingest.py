@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from store.db import StagedRun, Store
 from store.enrich import Narrow, category_rules_path, global_columns, load_rules, local_columns
-from store.schema import SCHEMA_VERSION, TABLES, conform
+from store.schema import SCHEMA_VERSION, TABLES
 from store.trace_reader import STREAM_THRESHOLD_BYTES, TraceHeader, decompressed_size, read_trace
 
 TRACE_SUFFIXES = (".json", ".json.gz")
@@ -124,6 +124,24 @@ def _nullable(values: np.ndarray, missing: int) -> pa.Array:
     return pa.array(values, mask=values == missing)
 
 
+def run_row(run_id: str, **fields) -> dict:
+    """A `runs` row: every column present, defaults for a successful run stored now."""
+    row = {name: None for name in TABLES["runs"].names}
+    row.update(run_id=run_id, stored_at=datetime.now(timezone.utc), status="ok", config="{}", schema_version=SCHEMA_VERSION)
+    unknown = set(fields) - set(row)
+    if unknown:
+        raise ValueError(f"runs: unknown columns {sorted(unknown)}")
+    row.update(fields)
+    return row
+
+
+def record_failed_run(store: Store, run_id: str, error: str, **fields) -> bool:
+    """Store a run that produced no trace (an exception, a crash, out of memory) with its error."""
+    with store.stage() as staged:
+        staged.write("runs", pa.Table.from_pylist([run_row(run_id, status="failed", error=error, event_count=0, **fields)]))
+        return staged.commit(run_id)
+
+
 def ingest_file(
     store: Store,
     path: Path,
@@ -166,24 +184,19 @@ def ingest_file(
         started = run.fields.get("started_at")
         if started is None and first_ts and first_ts > 1e15:  # Kineto: microseconds since the epoch
             started = datetime.fromtimestamp(first_ts / 1e6, tz=timezone.utc)
-        row = {
-            "run_id": run_id,
-            "source": "import",
-            "source_path": str(path.absolute()),
-            "content_sha256": sha,
-            "label": label,
-            "stored_at": datetime.now(timezone.utc),
-            "status": "ok",
-            "config": json.dumps({}),
-            "environment": json.dumps({"trace_schema_version": header.schema_version, "device_properties": header.device_properties}),
-            "trace_path": str(path.absolute()),
-            "event_count": count,
-            "schema_version": SCHEMA_VERSION,
+        row = run_row(
+            run_id,
+            source="import",
+            source_path=str(path.absolute()),
+            content_sha256=sha,
+            label=label,
+            environment=json.dumps({"trace_schema_version": header.schema_version, "device_properties": header.device_properties}),
+            trace_path=str(path.absolute()),
+            event_count=count,
             **fields,
-            "started_at": started,
-            **run.fields,
-        }
-        staged.write("runs", pa.Table.from_pylist([row]))
+            started_at=started,
+        )
+        staged.write("runs", pa.Table.from_pylist([{**row, **run.fields}]))
         for table, data in run.extra_tables.items():
             if "run_id" not in data.column_names:
                 data = data.append_column("run_id", pa.array([run_id] * data.num_rows, pa.string()))

@@ -74,21 +74,29 @@ TABLES: dict[str, pa.Schema] = {
             ("latency_us", pa.float64()),
             ("items", pa.int64()),
             ("item_unit", pa.string()),
+            ("items_per_s", pa.float64()),
+            ("start_ts_us", pa.float64()),
         ]
     ),
     "attention_calls": pa.schema(
         [
             ("run_id", pa.string()),
-            ("call_idx", pa.int64()),
+            ("iteration", pa.int32()),
+            ("call_index", pa.int64()),
             ("step", pa.int32()),
             ("module_path", pa.string()),
+            ("module_class", pa.string()),
+            ("family", pa.string()),
+            ("implementation", pa.string()),
+            ("shape_source", pa.string()),
             ("kind", pa.string()),
-            ("impl", pa.string()),
+            ("axis", pa.string()),
             ("batch", pa.int64()),
             ("heads", pa.int64()),
+            ("kv_heads", pa.int64()),
+            ("head_dim", pa.int64()),
             ("q_len", pa.int64()),
             ("kv_len", pa.int64()),
-            ("head_dim", pa.int64()),
         ]
     ),
     "telemetry": pa.schema(
@@ -96,8 +104,10 @@ TABLES: dict[str, pa.Schema] = {
             ("run_id", pa.string()),
             ("ts_us", pa.float64()),
             ("gpu_index", pa.int32()),
+            ("gpu_name", pa.string()),
             ("gpu_util_pct", pa.float64()),
-            ("mem_used_bytes", pa.int64()),
+            ("memory_used_bytes", pa.int64()),
+            ("memory_total_bytes", pa.int64()),
             ("power_w", pa.float64()),
             ("sm_clock_mhz", pa.float64()),
             ("temperature_c", pa.float64()),
@@ -109,6 +119,7 @@ TABLES: dict[str, pa.Schema] = {
             ("name", pa.string()),
             ("value", pa.float64()),
             ("unit", pa.string()),
+            ("source", pa.string()),
         ]
     ),
 }

@@ -62,6 +62,22 @@ def test_trace_lands_in_tensorboard_layout_and_parses(session):
     assert any(e.get("cat") == "cpu_op" for e in events)
     steps = {e["name"] for e in events if e.get("name", "").startswith("ProfilerStep#")}
     assert len(steps) == config.active_steps
+    # ts + baseTimeNanoseconds / 1000 is wall-clock µs, the clock of latency and telemetry rows
+    first_op_us = min(e["ts"] for e in events if e.get("cat") == "cpu_op") + trace["baseTimeNanoseconds"] / 1000
+    assert result.latency[-1]["start_ts_us"] < first_op_us < time.time_ns() / 1000
+
+
+def test_tensorboard_profiler_plugin_opens_the_trace(session, tmp_path):
+    from torch_tb_profiler import consts
+    from torch_tb_profiler.profiler.data import RunProfileData
+    from torch_tb_profiler.profiler.run_generator import RunGenerator
+
+    _, config, result = session
+    match = consts.WORKER_PATTERN.match(result.trace_path.name)  # how the plugin finds workers in a run dir
+    assert match and match.group(1) == config.worker_name
+    data = RunProfileData.parse(config.worker_name, None, str(result.trace_path), str(tmp_path))
+    views = {view.name for view in RunGenerator(config.worker_name, None, data).generate_run_profile().views}
+    assert {"overall", "operator", "trace", "memory"} <= views
 
 
 def test_latency_rows_are_the_timed_repeats_only(session):
@@ -101,6 +117,22 @@ def test_attention_calls_recorded_in_the_session(session):
     _, _, result = session
     (row,) = result.attention_calls
     assert (row["module_path"], row["step"], row["q_len"], row["kv_len"], row["kind"]) == ("attn", 0, 12, 12, "self")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_session_on_cuda(tmp_path):
+    model = nn.Linear(256, 256).cuda()
+    x = torch.randn(64, 256, device="cuda")
+    built = Built(step=lambda: model(x), items_per_step=64, item_unit="rows", model=model)
+    result = profile(built, ProfileConfig(logdir=tmp_path, worker_name="gpu", device="cuda", timed_repeats=2))
+    metrics = {m["name"]: m["value"] for m in result.metrics}
+    assert metrics["peak_allocated_bytes"] >= 64 * 256 * 4
+    assert result.environment["cuda_version"] and result.environment["device_name"]
+    trace = json.loads(gzip.decompress(result.trace_path.read_bytes()))
+    assert any(e.get("cat") == "kernel" for e in trace["traceEvents"])
+    if result.telemetry_status == "ok":
+        assert {r["gpu_index"] for r in result.telemetry} and result.environment["driver_version"]
 
 
 @pytest.mark.parametrize("field, value, message", [

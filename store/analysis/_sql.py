@@ -4,9 +4,10 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from store.enrich import LAUNCH_CATS  # noqa: F401  (runtime/driver calls that launch device work)
+
 # Device events that occupy an accelerator engine (gpu_user_annotation only labels time ranges).
 DEVICE_OP_CATS = ("kernel", "gpu_memcpy", "gpu_memset", "mtia_ccp_events")
-LAUNCH_CATS = ("cuda_runtime", "cuda_driver", "mtia_runtime")
 
 
 def quoted(values) -> str:

@@ -46,8 +46,9 @@ HTA_STREAM_SQL = """CASE json_type(args, '$.stream')
            END"""
 
 VIEWS = [
-    # One row per device event each definition counts, with its launch (CPU-side event of the same
-    # correlation id; HTA takes any CPU-side event, we take runtime/driver calls) for the idle analysis.
+    # One row per device event each definition counts, with the start of its launch for the idle
+    # analysis: 'hta' any CPU-side event of the same correlation id (as HTA), 'all_kernels' the
+    # runtime/driver call (kernel_launches).
     f"""CREATE OR REPLACE VIEW gpu_kernel_set AS
 WITH rounding AS (
     SELECT run_id, bool_or(ts_us IS NULL OR ts_us <> floor(ts_us)) AS fractional FROM events GROUP BY run_id

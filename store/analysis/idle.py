@@ -23,17 +23,19 @@ from store.analysis.gpu_time import DEFINITIONS
 KERNEL_WAIT_THRESHOLD_US = 30.0
 
 # {threshold} is a literal in the view and a bound parameter when a caller asks for another one.
-_BREAKDOWN_SELECT = """
-SELECT run_id, rank, definition, stream, count(*) AS kernels,
-       coalesce(sum(gap_us), 0) AS idle_us,
-       coalesce(sum(gap_us) FILTER (WHERE host_wait), 0) AS host_wait_us,
-       coalesce(sum(gap_us) FILTER (WHERE NOT host_wait AND gap_us < {threshold}), 0) AS kernel_wait_us,
-       coalesce(sum(gap_us) FILTER (WHERE NOT host_wait AND gap_us >= {threshold}), 0) AS other_us,
-       100 * sum(gap_us) FILTER (WHERE host_wait) / nullif(sum(gap_us), 0) AS host_wait_pct,
-       100 * sum(gap_us) FILTER (WHERE NOT host_wait AND gap_us < {threshold}) / nullif(sum(gap_us), 0) AS kernel_wait_pct,
-       100 * sum(gap_us) FILTER (WHERE NOT host_wait AND gap_us >= {threshold}) / nullif(sum(gap_us), 0) AS other_pct
-FROM gpu_idle_gaps"""
-_GROUP = " GROUP BY run_id, rank, definition, stream"
+_BREAKDOWN_SQL = """
+SELECT *, 100 * host_wait_us / nullif(idle_us, 0) AS host_wait_pct,
+       100 * kernel_wait_us / nullif(idle_us, 0) AS kernel_wait_pct,
+       100 * other_us / nullif(idle_us, 0) AS other_pct
+FROM (
+    SELECT run_id, rank, definition, stream, count(*) AS kernels,
+           coalesce(sum(gap_us), 0) AS idle_us,
+           coalesce(sum(gap_us) FILTER (WHERE host_wait), 0) AS host_wait_us,
+           coalesce(sum(gap_us) FILTER (WHERE NOT host_wait AND gap_us < {threshold}), 0) AS kernel_wait_us,
+           coalesce(sum(gap_us) FILTER (WHERE NOT host_wait AND gap_us >= {threshold}), 0) AS other_us
+    FROM gpu_idle_gaps
+    GROUP BY run_id, rank, definition, stream
+)"""
 
 VIEWS = [
     # One row per kernel; gap_us is NULL for the first kernel of a stream.
@@ -46,7 +48,7 @@ FROM (
     FROM gpu_kernel_set
     WHERE cat IN ({quoted(DEVICE_OP_CATS)})
 )""",
-    f"CREATE OR REPLACE VIEW gpu_idle_breakdown AS {_BREAKDOWN_SELECT.format(threshold=KERNEL_WAIT_THRESHOLD_US)}{_GROUP}",
+    f"CREATE OR REPLACE VIEW gpu_idle_breakdown AS {_BREAKDOWN_SQL.format(threshold=KERNEL_WAIT_THRESHOLD_US)}",
 ]
 
 
@@ -62,6 +64,6 @@ def gpu_idle_breakdown(
         return run_frame(con, "gpu_idle_breakdown", run_id, "definition = ?", [definition], order_by="stream")
     if not kernel_wait_threshold_us >= 0:
         raise ValueError(f"kernel_wait_threshold_us={kernel_wait_threshold_us!r}: expected a duration >= 0 in microseconds")
-    sql = f"SELECT * FROM ({_BREAKDOWN_SELECT.format(threshold='$threshold')}{_GROUP}) WHERE run_id = $run_id AND definition = $definition ORDER BY stream"
+    sql = f"SELECT * FROM ({_BREAKDOWN_SQL.format(threshold='$threshold')}) WHERE run_id = $run_id AND definition = $definition ORDER BY stream"
     check_run(con, run_id)
     return con.execute(sql, {"threshold": kernel_wait_threshold_us, "run_id": run_id, "definition": definition}).df()
