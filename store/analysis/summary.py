@@ -10,7 +10,7 @@ WITH top AS (
     FROM op_time_by_category GROUP BY run_id, side
 )
 SELECT r.run_id,
-       coalesce(r.workload || coalesce(' ' || r.variant, ''), r.label, regexp_extract(r.source_path, '[^/]+$')) AS run,
+       coalesce(r.workload || coalesce(' ' || r.variant, ''), regexp_extract(r.source_path, '[^/]+$')) AS run, r.label,
        r.device, r.device_name, r.rank, r.status, r.event_count,
        g.idle_pct AS gpu_idle_pct,
        d.category || ' ' || round(d.share_pct)::INTEGER || '%' AS top_device_category,
