@@ -1,6 +1,164 @@
-"""Workload commands (list, run, sweep, compare): added with the workload adapters."""
+"""Workload commands: list, run, sweep, compare."""
 from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from app.output import console, err_console, print_frame, print_json, records
+
+EXIT_OK, EXIT_ERROR = 0, 1
 
 
 def add_parsers(sub, add_db, add_format) -> None:
-    """Nothing yet."""
+    p = sub.add_parser("list", help="workloads, their variants and presets", description="List the workloads, their variants (the first is the baseline) and size presets.")
+    add_format(p)
+
+    p = sub.add_parser("run", help="profile one workload and store the run", description="Build a workload from its config (random weights), time it, profile it and store the run.")
+    p.add_argument("workload", metavar="WORKLOAD")
+    p.add_argument("--variant", help="optimized variant (default: the baseline)")
+    p.add_argument("--preset", default="tiny", help="size preset: tiny (tests, CPU) or paper (the published dimensions)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--steps", type=int, help="denoising steps / generated tokens (default: the preset's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--repeats", type=int, default=5, help="unprofiled timed iterations (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="unprofiled warm-up iterations, reported apart (default 1)")
+    p.add_argument("--run-id", help=argparse.SUPPRESS)
+    p.add_argument("--sweep", help=argparse.SUPPRESS)
+    p.add_argument("--sweep-key", help=argparse.SUPPRESS)
+    add_db(p)
+    add_format(p)
+
+    p = sub.add_parser("sweep", help="run a grid of workloads x variants x presets x batches x dtypes", description="Run every point of a sweep file (TOML), each in its own process; runs already done are skipped.")
+    p.add_argument("file", metavar="FILE.toml")
+    p.add_argument("--retry-failed", action="store_true", help="run again the points whose earlier run failed")
+    add_db(p)
+
+    p = sub.add_parser("compare", help="speedup and category shifts: two runs, or a workload's variants vs its baseline", description="Compare RUN_A (baseline) with RUN_B, or with --workload the latest run of each variant with the latest baseline run.")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="RUN_A RUN_B")
+    p.add_argument("--workload", help="compare each variant's latest run with the baseline's")
+    add_db(p)
+    add_format(p)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from workloads.base import all_workloads
+
+    rows = [
+        {"workload": w.name, "baseline": w.baseline, "variants": ", ".join(w.variants[1:]), "presets": ", ".join(w.presets), "study": w.study}
+        for w in all_workloads()
+    ]
+    print_frame(pd.DataFrame(rows), args.format, title="workloads (`observatory run WORKLOAD --variant V`)")
+    return EXIT_OK
+
+
+def _request(args: argparse.Namespace):
+    from app.runner import RunRequest
+    from workloads.base import RunOptions
+
+    for name in ("batch", "repeats"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be 0 or more, got {args.warmup}")
+    options = RunOptions(preset=args.preset, variant=args.variant, batch=args.batch, steps=args.steps, device=args.device, dtype=args.dtype)
+    return RunRequest(args.workload, options, repeats=args.repeats, warmup=args.warmup, sweep=args.sweep, sweep_key=args.sweep_key)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from app.commands import open_store
+    from app.runner import RunFailed, execute
+    from store.analysis.run_summary import run_summary
+
+    store = open_store(args)
+    request = _request(args)
+    try:
+        run_id = execute(store, request, run_id=args.run_id)
+    except RunFailed as exc:
+        if args.format == "json":
+            print_json({"run_id": exc.run_id, "status": "failed", "error": exc.error})
+        err_console.print(f"observatory run: error: {exc} (stored as a failed run)", markup=False, highlight=False)
+        return EXIT_ERROR
+    with store.connect() as con:
+        summary = run_summary(con, run_id)
+    if args.format == "json":
+        print_json({"run_id": run_id, "status": "ok", **summary})
+    else:
+        _print_run_summary(summary)
+        console.print(f"run id: {run_id}  (observatory report {run_id})", highlight=False)
+    return EXIT_OK
+
+
+def _print_run_summary(summary: dict) -> None:
+    run = summary["run"]
+    console.print(f"[bold]{run['workload']} {run['variant']}[/bold] preset={run['preset']} batch={run['batch']} {run['dtype']} on {run['device']} ({run.get('device_name') or ''})", highlight=False)
+    print_frame(pd.DataFrame(summary["latency"]), title="latency (unprofiled timed repeats)")
+    if summary["categories"]:
+        print_frame(pd.DataFrame(summary["categories"]), title="CPU operator time by category (profiled pass, self time)")
+    for line in summary["notes"]:
+        console.print(line, highlight=False)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from app.commands import open_store
+    from app.runner import new_run_id
+    from app.sweep import done_keys, execute_one, load_sweep
+
+    sweep = load_sweep(Path(args.file))  # fails, naming file and line, before anything runs
+    store = open_store(args).ensure()
+    done = done_keys(store, sweep, args.retry_failed)
+    todo = [run for run in sweep.runs if run.key not in done]
+    console.print(f"sweep {sweep.name!r}: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} already done, {len(todo)} to run", highlight=False)
+    failures = []
+    columns = (TextColumn("run"), MofNCompleteColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console) as progress:
+        task = progress.add_task("", total=len(todo))
+        for run in todo:
+            progress.update(task, description=run.label)
+            status, detail = execute_one(run, sweep, store, new_run_id())
+            if status != "ok":
+                failures.append((run.label, detail))
+                progress.console.print(f"failed: {run.label}: {detail}", markup=False, highlight=False)
+            progress.advance(task)
+    console.print(f"sweep {sweep.name!r}: {len(todo) - len(failures)} runs stored, {len(failures)} failed (stored with their errors)", highlight=False)
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from app.commands import open_store, resolve_run
+    from store.analysis.compare import category_shift, latest_per_variant, speedup
+    from workloads.base import get
+
+    store = open_store(args)
+    with store.connect() as con:
+        if args.workload:
+            if args.runs:
+                raise ValueError("give either RUN_A RUN_B or --workload, not both")
+            baseline, others = latest_per_variant(con, args.workload, get(args.workload).baseline)
+            pairs = [(baseline, run_id, variant) for variant, run_id in sorted(others.items())]
+            if not pairs:
+                raise ValueError(f"--workload {args.workload}: no variant runs at the baseline's settings yet")
+        else:
+            if len(args.runs) != 2:
+                raise ValueError(f"compare takes two runs (RUN_A RUN_B) or --workload W; got {len(args.runs)} run(s)")
+            pairs = [(resolve_run(con, args.runs[0]), resolve_run(con, args.runs[1]), None)]
+        results = [
+            {"baseline": a, "run": b, "variant": v, "speedup": records(speedup(con, a, b)), "category_shift": records(category_shift(con, a, b))}
+            for a, b, v in pairs
+        ]
+    if args.format == "json":
+        print_json(results)
+        return EXIT_OK
+    for result in results:
+        console.print(f"[bold]{result['run']}{' (' + result['variant'] + ')' if result['variant'] else ''}[/bold] vs baseline {result['baseline']}", highlight=False)
+        if result["speedup"]:
+            print_frame(pd.DataFrame(result["speedup"]), title="speedup = baseline median / median (range from p10-p90 bands)")
+        else:
+            console.print("no latency rows (imported traces carry none): category shift only")
+        shift = pd.DataFrame(result["category_shift"])
+        if not shift.empty:
+            print_frame(shift, title="where time moved (operator time by category)")
+    return EXIT_OK

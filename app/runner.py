@@ -1,0 +1,124 @@
+"""Run one workload: build it, profile it, and store the run through the trace import path.
+
+The trace a run writes goes through `store.ingest.ingest_file`, the same code that imports a
+trace from a cluster; the run's own measurements (latency, attention calls, telemetry,
+metrics) ride along as extra tables in the same atomic commit.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import traceback
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+
+from store.db import Store
+from store.ingest import RunInfo, ingest_file, record_failed_run
+from workloads.base import RunOptions, get
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    workload: str
+    options: RunOptions
+    repeats: int = 5
+    warmup: int = 1
+    active_steps: int = 2
+    sweep: str | None = None  # the sweep this run belongs to
+    sweep_key: str | None = None  # its grid point, so a resumed sweep can skip it
+
+    def config(self) -> dict:
+        return {
+            "workload": self.workload,
+            **asdict(self.options),
+            "repeats": self.repeats,
+            "warmup": self.warmup,
+            "active_steps": self.active_steps,
+            "sweep": self.sweep,
+            "sweep_key": self.sweep_key,
+        }
+
+
+class RunFailed(RuntimeError):
+    def __init__(self, run_id: str, error: str):
+        super().__init__(f"run {run_id} failed: {error}")
+        self.run_id, self.error = run_id, error
+
+
+def new_run_id() -> str:
+    return f"r-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def run_fields(request: RunRequest, options: RunOptions, started: datetime) -> dict:
+    return {
+        "source": "profile",
+        "workload": request.workload,
+        "variant": options.variant,
+        "preset": options.preset,
+        "batch": options.batch,
+        "dtype": options.dtype,
+        "device": options.device.split(":")[0],
+        "host": socket.gethostname(),
+        "started_at": started,
+        "config": json.dumps({**request.config(), "variant": options.variant}),
+    }
+
+
+def _table(rows: list[dict], keep: tuple[str, ...] | None = None) -> pa.Table:
+    if keep is not None:
+        rows = [{k: v for k, v in row.items() if k in keep} for row in rows]
+    return pa.Table.from_pylist(rows) if rows else pa.table({})
+
+
+def execute(store: Store, request: RunRequest, run_id: str | None = None) -> str:
+    """Profile and store one run; a failure is stored as a failed run with its error, then raised."""
+    from profilers.session import ProfileConfig, profile
+    from store.schema import TABLES
+
+    workload = get(request.workload)
+    options = workload.check(request.options)  # bad options fail before anything is stored
+    run_id = run_id or new_run_id()
+    started = datetime.now(timezone.utc)
+    fields = run_fields(request, options, started)
+    store.ensure()
+    logdir = store.parts / "traces" / f"{request.workload}-{options.variant}"
+    try:
+        built = workload.build(options)
+        config = ProfileConfig(
+            logdir=logdir,
+            worker_name=run_id,
+            warmup_steps=request.warmup,
+            active_steps=request.active_steps,
+            timed_repeats=request.repeats,
+            device=options.device,
+        )
+        result = profile(built, config)
+    except Exception as exc:  # any failure of the workload is the run's result, stored with its error
+        error = f"{type(exc).__name__}: {exc}".strip()
+        record_failed_run(store, run_id, error=error, environment=json.dumps({"traceback": traceback.format_exc(limit=8)}), **fields)
+        raise RunFailed(run_id, error) from exc
+
+    environment = {
+        **result.environment,
+        "telemetry_status": result.telemetry_status,
+        "warmup_us": result.warmup_us,
+        "phase_warmup_us": result.phase_warmup_us,
+        "info": {k: v for k, v in built.info.items() if isinstance(v, (int, float, str, bool, type(None)))},
+    }
+    extra = {
+        "latency": _table(result.latency, tuple(TABLES["latency"].names)),
+        "attention_calls": _table(result.attention_calls, tuple(TABLES["attention_calls"].names)),
+        "telemetry": _table(result.telemetry, tuple(TABLES["telemetry"].names)),
+        "metrics": _table(result.metrics, tuple(TABLES["metrics"].names)),
+    }
+    fields.update(device_name=result.environment.get("device_name"), environment=json.dumps(environment, default=str))
+    ingest_file(
+        store,
+        Path(result.trace_path),
+        run=RunInfo(run_id=run_id, fields=fields, extra_tables={k: v for k, v in extra.items() if v.num_columns}),
+    )
+    return run_id

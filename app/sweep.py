@@ -1,0 +1,210 @@
+"""Sweeps: a TOML grid of runs, each run in its own process, resumable.
+
+    name = "llm-decode-tiny"          # runs already done under this name are skipped
+    [grid]
+    workloads = ["llm-decode"]
+    variants = ["all"]                # or names; a workload without a named variant skips it
+    presets = ["tiny"]
+    batches = [1]
+    dtypes = ["float32"]
+    [run]
+    repeats = 5                       # optional: warmup, steps, device, timeout_s, memory_limit_gb
+
+A run that raises, crashes or runs out of memory is stored as a failed run with its error,
+and the sweep goes on. The executor is a plain subprocess per run on this machine; bigger
+sweeps belong on Ray or Slurm (submitit), which can call `observatory run` the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from store.db import Store
+from store.ingest import record_failed_run
+from workloads.base import RunOptions, all_workloads, get
+
+GRID_KEYS = {"workloads": str, "variants": str, "presets": str, "batches": int, "dtypes": str}
+RUN_KEYS = {"repeats": int, "warmup": int, "steps": int, "device": str, "timeout_s": (int, float), "memory_limit_gb": (int, float)}
+
+
+class SweepFileError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    workload: str
+    variant: str
+    preset: str
+    batch: int
+    dtype: str
+    key: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.workload} {self.variant} {self.preset} batch={self.batch} {self.dtype}"
+
+
+@dataclass
+class Sweep:
+    path: Path
+    name: str
+    runs: list[SweepRun]
+    settings: dict = field(default_factory=dict)
+    skipped_combinations: int = 0
+
+
+def _line_of(text: str, key: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return number
+    return None
+
+
+def _error(path: Path, text: str, key: str | None, problem: str) -> SweepFileError:
+    line = _line_of(text, key) if key else None
+    return SweepFileError(f"{path}{f', line {line}' if line else ''}: {problem}")
+
+
+def _checked_list(path: Path, text: str, table: dict, key: str, kind) -> list:
+    if key not in table:
+        raise _error(path, text, None, f"[grid] needs {key!r}")
+    values = table[key]
+    if not isinstance(values, list) or not values or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+        raise _error(path, text, key, f"{key} must be a non-empty list of {kind.__name__}s, got {values!r}")
+    return values
+
+
+def load_sweep(path: Path) -> Sweep:
+    """Parse and validate a sweep file completely before anything runs."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SweepFileError(f"{path}: cannot read the sweep file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepFileError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(data) - {"name", "grid", "run"}
+    if unknown:
+        raise _error(path, text, sorted(unknown)[0], f"unknown key {sorted(unknown)[0]!r}; expected name, [grid], [run]")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise _error(path, text, "name", "needs name = \"...\" (runs done under this name are skipped when it runs again)")
+    grid, settings = data.get("grid"), data.get("run", {})
+    if not isinstance(grid, dict):
+        raise SweepFileError(f"{path}: needs a [grid] table")
+    for key in set(grid) - set(GRID_KEYS):
+        raise _error(path, text, key, f"unknown grid key {key!r}; expected {', '.join(GRID_KEYS)}")
+    for key, value in settings.items():
+        if key not in RUN_KEYS:
+            raise _error(path, text, key, f"unknown run setting {key!r}; expected {', '.join(RUN_KEYS)}")
+        if not isinstance(value, RUN_KEYS[key]) or isinstance(value, bool) or (isinstance(value, (int, float)) and value <= 0):
+            raise _error(path, text, key, f"{key} must be a positive {getattr(RUN_KEYS[key], '__name__', 'number')}, got {value!r}")
+    lists = {key: _checked_list(path, text, grid, key, kind) for key, kind in GRID_KEYS.items()}
+
+    known = {w.name for w in all_workloads()}
+    for workload in lists["workloads"]:
+        if workload not in known:
+            raise _error(path, text, "workloads", f"unknown workload {workload!r}; known: {', '.join(sorted(known))}")
+    wanted = lists["variants"]
+    everywhere = {v for w in lists["workloads"] for v in get(w).variants}
+    for variant in wanted:
+        if variant != "all" and variant not in everywhere:
+            raise _error(path, text, "variants", f"unknown variant {variant!r}; these workloads have {', '.join(sorted(everywhere))}")
+
+    runs, skipped = [], 0
+    for workload, preset, batch, dtype in itertools.product(lists["workloads"], lists["presets"], lists["batches"], lists["dtypes"]):
+        adapter = get(workload)
+        variants = adapter.variants if "all" in wanted else [v for v in wanted if v in adapter.variants]
+        skipped += 0 if "all" in wanted else len(wanted) - len(variants)
+        for variant in variants:
+            options = RunOptions(preset=preset, variant=variant, batch=batch, dtype=dtype, steps=settings.get("steps"), device=settings.get("device", "cpu"))
+            try:
+                adapter.check(options)
+            except ValueError as exc:
+                raise _error(path, text, "presets" if "preset" in str(exc) else "dtypes", str(exc)) from None
+            identity = json.dumps([name, workload, variant, preset, batch, dtype, sorted(settings.items())])
+            key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+            runs.append(SweepRun(workload, variant, preset, batch, dtype, key))
+    return Sweep(path, name, runs, settings, skipped)
+
+
+def done_keys(store: Store, sweep: Sweep, retry_failed: bool) -> set[str]:
+    if not store.exists():
+        return set()
+    statuses = ("ok",) if retry_failed else ("ok", "failed")
+    with store.connect() as con:
+        rows = con.execute(
+            "SELECT DISTINCT json_extract_string(config, '$.sweep_key') FROM runs "
+            "WHERE json_extract_string(config, '$.sweep') = ? AND status IN (SELECT unnest(?::VARCHAR[]))",
+            [sweep.name, list(statuses)],
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def run_command(run: SweepRun, sweep: Sweep, db: Path, run_id: str) -> list[str]:
+    command = [sys.executable, "-m", "app.cli", "run", run.workload, "--variant", run.variant, "--preset", run.preset,
+               "--batch", str(run.batch), "--dtype", run.dtype, "--db", str(db), "--format", "json",
+               "--run-id", run_id, "--sweep", sweep.name, "--sweep-key", run.key]
+    for key in ("repeats", "warmup", "steps", "device"):
+        if key in sweep.settings:
+            command += [f"--{key}", str(sweep.settings[key])]
+    return command
+
+
+def _limit_memory(gigabytes: float | None):
+    if not gigabytes:
+        return None
+    limit = int(gigabytes * 1024**3)
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def death_reason(returncode: int, stderr: str) -> str:
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"the run's process was killed by {name}{hint}"
+    last = [line for line in stderr.strip().splitlines() if line.strip()]
+    return f"the run's process exited with code {returncode}: {last[-1] if last else 'no error message'}"
+
+
+def execute_one(run: SweepRun, sweep: Sweep, store: Store, run_id: str) -> tuple[str, str]:
+    """Run in a child process; returns (status, detail). A child that dies is recorded here."""
+    command = run_command(run, sweep, store.path, run_id)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=sweep.settings.get("timeout_s"),
+                              preexec_fn=_limit_memory(sweep.settings.get("memory_limit_gb")), cwd=Path(__file__).resolve().parents[1])
+    except subprocess.TimeoutExpired:
+        error = f"timed out after {sweep.settings['timeout_s']} s"
+        done = None
+    else:
+        if done.returncode == 0:
+            return "ok", run_id
+        error = death_reason(done.returncode, done.stderr)
+    if not store.has_run(run_id):  # the child did not live to store its own failure
+        from app.runner import RunRequest, run_fields
+        from datetime import datetime, timezone
+
+        options = RunOptions(preset=run.preset, variant=run.variant, batch=run.batch, dtype=run.dtype,
+                             steps=sweep.settings.get("steps"), device=sweep.settings.get("device", "cpu"))
+        request = RunRequest(run.workload, options, sweep=sweep.name, sweep_key=run.key)
+        record_failed_run(store, run_id, error=error, **run_fields(request, options, datetime.now(timezone.utc)))
+        return "failed", error
+    return "failed", error if done is None else _stored_error(store, run_id) or error
+
+
+def _stored_error(store: Store, run_id: str) -> str | None:
+    with store.connect() as con:
+        row = con.execute("SELECT error FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    return row[0] if row else None
