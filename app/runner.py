@@ -98,7 +98,9 @@ def execute(store: Store, request: RunRequest, run_id: str | None = None) -> str
         )
         result = profile(built, config)
     except Exception as exc:  # any failure of the workload is the run's result, stored with its error
-        error = f"{type(exc).__name__}: {exc}".strip()
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, MemoryError):
+            error += " (out of memory)"
         record_failed_run(store, run_id, error=error, environment=json.dumps({"traceback": traceback.format_exc(limit=8)}), **fields)
         raise RunFailed(run_id, error) from exc
 

@@ -37,8 +37,9 @@ Hooks only read `.shape` and Python attributes (no tensor op, no device sync).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,31 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def _wrap_forward(
+    module: nn.Module, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+) -> Callable[[], str | None]:
+    """Replace `module.forward` (on the instance) by `wrap(forward)`; return the undo, which
+    answers a complaint instead of undoing when someone else replaced the wrapper meanwhile.
+
+    `functools.wraps` keeps the signature visible to `inspect` (transformers' generate reads it).
+    """
+    had_own = "forward" in module.__dict__  # e.g. accelerate's offload hooks, OptimizedModule
+    previous = module.__dict__.get("forward")
+    wrapper = functools.wraps(module.forward)(wrap(module.forward))
+    module.__dict__["forward"] = wrapper
+
+    def restore() -> str | None:
+        if module.__dict__.get("forward") is not wrapper:
+            return f"{type(module).__name__}.forward was replaced while SeqLenRecorder was entered; left as it is"
+        if had_own:
+            module.__dict__["forward"] = previous
+        else:
+            del module.__dict__["forward"]
+        return None
+
+    return restore
+
+
 def find_sites(model_or_modules: Any) -> list[tuple[nn.Module, Site]]:
     """Every attention module under the roots with its Site, each module once."""
     found: list[tuple[nn.Module, str, bool]] = []
@@ -110,7 +136,7 @@ class SeqLenRecorder:
         self.step_module = step_module
         self._records: list[tuple] = []
         self._stack: list[Call] = []
-        self._handles: list[Any] = []
+        self._restores: list[Callable[[], str | None]] = []
         self._stance: Any = None
         self._original_sdpa: Any = None
         self._iteration = 0
@@ -138,11 +164,9 @@ class SeqLenRecorder:
             raise RuntimeError("SeqLenRecorder is already entered; use one `with` block at a time")
         try:
             for module, site in self.sites:
-                self._handles.append(module.register_forward_pre_hook(self._pre_hook(site), with_kwargs=True))
-                self._handles.append(module.register_forward_hook(self._post_hook, always_call=True))
+                self._restores.append(_wrap_forward(module, self._attention_forward(module, site)))
             if self.step_module is not None:
-                self._handles.append(self.step_module.register_forward_pre_hook(self._step_begins))
-                self._handles.append(self.step_module.register_forward_hook(self._step_ends, always_call=True))
+                self._restores.append(_wrap_forward(self.step_module, self._step_forward))
             self._original_sdpa = F.scaled_dot_product_attention
             F.scaled_dot_product_attention = self._sdpa
             self._stance = torch.compiler.set_stance("force_eager")
@@ -159,10 +183,11 @@ class SeqLenRecorder:
         if self._original_sdpa is not None:
             F.scaled_dot_product_attention = self._original_sdpa
             self._original_sdpa = None
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        complaints = [c for c in (restore() for restore in reversed(self._restores)) if c]
+        self._restores.clear()
         self._stack.clear()
+        if complaints and exc[0] is None:
+            raise RuntimeError("; ".join(complaints))
 
     def next_iteration(self) -> None:
         """Start counting steps and calls again, as a new iteration."""
@@ -170,24 +195,34 @@ class SeqLenRecorder:
         self._calls_in_iteration = 0
         self._steps_started = 0
 
-    # -- hooks: only .shape reads and appends ----------------------------------------------
-    def _step_begins(self, module: nn.Module, args: tuple) -> None:
-        self._step = self._steps_started
-        self._steps_started += 1
+    # -- the wrappers: only .shape reads and appends -------------------------------------------
+    def _step_forward(self, forward: Callable[..., Any]) -> Callable[..., Any]:
+        def step_forward(*args: Any, **kwargs: Any) -> Any:
+            self._step = self._steps_started
+            self._steps_started += 1
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                self._step = None
 
-    def _step_ends(self, module: nn.Module, args: tuple, output: Any) -> None:
-        self._step = None
+        return step_forward
 
-    def _pre_hook(self, site: Site):
+    def _attention_forward(self, module: nn.Module, site: Site) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         read, stack = site.read, self._stack
 
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            stack.append(read(site, module, args, kwargs))
+        def wrap(forward: Callable[..., Any]) -> Callable[..., Any]:
+            def attention_forward(*args: Any, **kwargs: Any) -> Any:
+                stack.append(read(site, module, args, kwargs))
+                try:
+                    return forward(*args, **kwargs)
+                finally:
+                    self._finish(stack.pop())
 
-        return hook
+            return attention_forward
 
-    def _post_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
-        call = self._stack.pop()
+        return wrap
+
+    def _finish(self, call: Call) -> None:
         if not call.covered and call.q_len is not None:
             site = call.site
             self._record(call, "module_inputs", call.batch, site.heads, site.kv_heads, site.head_dim,

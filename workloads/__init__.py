@@ -1,7 +1,18 @@
-"""Workload adapters. Each module in ADAPTERS registers its workloads when imported."""
+"""Workload adapters. Each module in ADAPTERS registers its workloads when imported.
+
+Your own adapters (outside this package) join through OBSERVATORY_ADAPTERS, a comma-separated
+list of importable module names: still an explicit list, never discovery.
+"""
+import os
 from importlib import import_module
 
 ADAPTERS = ("workloads.diffusion_t2i", "workloads.llm_decode")
+EXTRA_ADAPTERS = tuple(m.strip() for m in os.environ.get("OBSERVATORY_ADAPTERS", "").split(",") if m.strip())
 
-for _module in ADAPTERS:
-    import_module(_module)
+for _module in ADAPTERS + EXTRA_ADAPTERS:
+    try:
+        import_module(_module)
+    except ImportError as exc:
+        if _module in ADAPTERS:
+            raise
+        raise ImportError(f"OBSERVATORY_ADAPTERS: cannot import adapter module {_module!r}: {exc}") from exc
