@@ -133,8 +133,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
             skipped += 1
             console.print(f"  not imported: {exc}", markup=False, highlight=False)
     console.print(f"{created} new runs imported, {skipped} files not imported (reasons above)")
-    args.run_id, args.definition = None, "hta"
-    return _print_summary(store, args)
+    summary_args = argparse.Namespace(db=args.db, run_id=None, definition="hta", format="table")
+    _print_summary(store, summary_args)
+    return _demo_sweep(args)
+
+
+DEMO_SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "demo.toml"
+
+
+def _demo_sweep(args: argparse.Namespace) -> int:
+    """Profile both workloads (baseline and variants) on this machine and compare them."""
+    from app.workload_commands import cmd_compare, cmd_sweep
+
+    console.rule("profiling our own workloads")
+    cmd_sweep(argparse.Namespace(file=str(DEMO_SWEEP), db=args.db, retry_failed=False))
+    for workload in ("diffusion-t2i", "llm-decode"):
+        console.rule(f"{workload}: variants vs baseline")
+        cmd_compare(argparse.Namespace(db=args.db, runs=[], workload=workload, format="table"))
+    return EXIT_OK
 
 
 def cmd_sql(args: argparse.Namespace) -> int:

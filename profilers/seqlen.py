@@ -5,21 +5,26 @@
     rec.rows  # one dict per attention call, schema in ROW_COLUMNS
 
 Coverage: diffusers `Attention` / `AttentionModuleMixin` modules, transformers `*Attention`
-modules, `nn.MultiheadAttention` (forward pre-hooks with kwargs, plus an always-called
-forward hook), and calls of `torch.nn.functional.scaled_dot_product_attention` looked up at
-call time (the attribute is patched while the recorder is entered, and restored after; code
-that imported the function by name before misses the patch). Readers of each library's
-inputs live in `attention_adapters.py`.
+modules, `nn.MultiheadAttention`, other `*Attention` modules (which only name the SDPA calls
+made inside them), and calls of `torch.nn.functional.scaled_dot_product_attention` looked up
+at call time (the attribute is patched while the recorder is entered and restored after; code
+that imported the function by name beforehand is not seen). How each library's inputs are
+read lives in `attention_adapters.py`.
+
+Mechanism: each attention module's `forward` is wrapped on the instance while entered (and
+restored on exit). The wrapper sees what a forward pre-hook with kwargs plus an always-called
+forward hook would, but nn.Module's hook path costs several microseconds per call, which on
+a tiny LLM decode step was half the recorder's overhead. The `step_module` is wrapped alike.
 
 One row per attention computation, recorded at the most specific level that sees it:
-1. An SDPA call made inside a hooked attention module is recorded at the call, with the exact
-   shapes of the query and key tensors, and named by the enclosing module (path, processor /
-   implementation, kind): `shape_source == "sdpa_call"`.
-2. A hooked module call with no SDPA call inside (eager attention, `AttnProcessor`,
+1. An SDPA call made inside a recorded attention module is recorded at the call, with the
+   exact shapes of the query and key tensors, and named by the enclosing module (path,
+   processor / implementation, kind): `shape_source == "sdpa_call"`.
+2. A module call with no SDPA call inside (eager attention, `AttnProcessor`,
    `nn.MultiheadAttention` with `need_weights=True`) is recorded once when it returns, with
    the shapes its inputs imply: `shape_source == "module_inputs"`.
-3. An SDPA call outside any hooked module is recorded at the call with `module_path` None.
-A row recorded inside nested hooked modules (a transformers `BertAttention` around a
+3. An SDPA call outside any recorded module is recorded at the call with `module_path` None.
+A row recorded inside nested attention modules (a transformers `BertAttention` around a
 `BertSelfAttention`) covers all of them, so a call is never counted twice.
 
 `step` is the 0-based index of the `step_module` forward call (one UNet forward per
@@ -28,16 +33,17 @@ start of the iteration; None for calls outside it (text encoder, VAE). `next_ite
 starts a new iteration.
 
 torch.compile: while entered, the recorder sets `torch.compiler.set_stance("force_eager")`, so
-compiled modules run their eager code and every hook fires: the sequence lengths are those
+compiled modules run their eager code and every wrapper runs: the sequence lengths are those
 the compiled model sees, but the pass is an eager one, never a timing pass. (Letting Dynamo
-trace the hooks instead loses the module context: the rows come out as bare SDPA calls.)
+trace the recording code instead loses the module context: rows come out as bare SDPA calls.)
 CUDA graphs replayed by hand bypass Python and cannot be recorded.
 
-Hooks only read `.shape` and Python attributes (no tensor op, no device sync).
+The wrappers only read `.shape` and Python attributes: no tensor op, no device sync.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -83,11 +89,17 @@ def _wrap_forward(
     """Replace `module.forward` (on the instance) by `wrap(forward)`; return the undo, which
     answers a complaint instead of undoing when someone else replaced the wrapper meanwhile.
 
-    `functools.wraps` keeps the signature visible to `inspect` (transformers' generate reads it).
+    The wrapper keeps the forward's name and signature (transformers' generate inspects it on
+    every call; `__signature__` makes that as cheap as before).
     """
     had_own = "forward" in module.__dict__  # e.g. accelerate's offload hooks, OptimizedModule
     previous = module.__dict__.get("forward")
-    wrapper = functools.wraps(module.forward)(wrap(module.forward))
+    forward = module.forward
+    wrapper = functools.wraps(forward)(wrap(forward))
+    try:
+        wrapper.__signature__ = inspect.signature(forward)
+    except (TypeError, ValueError):  # a forward without a signature: inspect follows __wrapped__
+        pass
     module.__dict__["forward"] = wrapper
 
     def restore() -> str | None:
