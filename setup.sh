@@ -15,5 +15,12 @@ if [ ! -x .venv/bin/observatory ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "
   touch "$stamp"
 fi
 
+# Headless Chromium (Debian's package) for the dashboard's browser tests.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing Debian's chromium for the dashboard's browser tests" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+    || echo "could not install chromium: the browser tests will be skipped" >&2
+fi
+
 [ "${1:-}" = "--no-run" ] && exit 0
 exec .venv/bin/observatory demo

@@ -125,8 +125,10 @@ def _kv_length(cache: Any, layer_idx: int | None, q_len: int) -> int | None:
 
 
 def _read_transformers(site: Site, module: nn.Module, args: tuple, kwargs: dict) -> Call:
-    shape = _arg(args, kwargs, "hidden_states", 0).shape
-    batch, q_len = shape[0], shape[-2]
+    hidden = _arg(args, kwargs, "hidden_states", 0)
+    if hidden is None:  # an unfamiliar signature: name the SDPA calls inside, nothing more
+        return Call(site, site.implementation, None, False)
+    batch, q_len = hidden.shape[0], hidden.shape[-2]
     source = kwargs.get("key_value_states")
     if source is None:
         source = kwargs.get("encoder_hidden_states")

@@ -37,13 +37,13 @@ def model_metrics(info: Mapping[str, Any], model: torch.nn.Module | None) -> lis
     rows = [
         metric(name, info[name], unit, "built.info")
         for name, unit in (("param_count", "count"), ("param_bytes", "bytes"), ("kv_cache_bytes", "bytes"))
-        if name in info
+        if info.get(name) is not None
     ]
     if model is not None:
         params = list(model.parameters())
-        if "param_count" not in info:
+        if info.get("param_count") is None:
             rows.append(metric("param_count", sum(p.numel() for p in params), "count", "model.parameters()"))
-        if "param_bytes" not in info:
+        if info.get("param_bytes") is None:
             nbytes = sum(p.numel() * p.element_size() for p in params)
             rows.append(metric("param_bytes", nbytes, "bytes", "model.parameters()"))
     return rows

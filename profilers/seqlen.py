@@ -35,7 +35,8 @@ starts a new iteration.
 torch.compile: while entered, the recorder sets `torch.compiler.set_stance("force_eager")`, so
 compiled modules run their eager code and every wrapper runs: the sequence lengths are those
 the compiled model sees, but the pass is an eager one, never a timing pass. (Letting Dynamo
-trace the recording code instead loses the module context: rows come out as bare SDPA calls.)
+trace the recording code instead gives wrong rows: in trials, calls lost their module or were
+counted twice, once as a bare SDPA call.)
 CUDA graphs replayed by hand bypass Python and cannot be recorded.
 
 The wrappers only read `.shape` and Python attributes: no tensor op, no device sync.

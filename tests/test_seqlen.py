@@ -1,6 +1,7 @@
 """SeqLenRecorder on tiny real models: the recorded shapes must be the ones the configs imply."""
 from __future__ import annotations
 
+import inspect
 import re
 
 import pytest
@@ -131,7 +132,9 @@ def test_llm_generate_prefill_then_decode_with_growing_kv(attn_implementation):
     llm = _tiny_llama(attn_implementation)
     prompt, new = 5, 4
     ids = torch.randint(1, 64, (1, prompt))
+    signature = inspect.signature(llm.forward)
     with torch.no_grad(), SeqLenRecorder(llm, step_module=llm) as rec:
+        assert inspect.signature(llm.forward) == signature  # generate inspects it to pick its inputs
         out = llm.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0,
                            past_key_values=DynamicCache(config=llm.config))
     assert out.shape[1] == prompt + new
@@ -217,10 +220,11 @@ class _Net(nn.Module):
         return x
 
 
-def test_compiled_model_recorded_in_an_eager_pass_and_hooks_removed():
+def test_compiled_model_recorded_in_an_eager_pass_and_wrappers_removed():
     net = _Net().eval()
     compiled = torch.compile(net, backend="eager")
     x = torch.randn(2, 5, 16)
+    before = compiled.__dict__.get("forward")
     with torch.no_grad():
         compiled(x)
         with SeqLenRecorder(compiled, step_module=compiled) as rec:
@@ -233,7 +237,18 @@ def test_compiled_model_recorded_in_an_eager_pass_and_hooks_removed():
         (0, 0, 0, "layers.0", "_HandRolledAttention", 5, 2), (0, 1, 0, "layers.1", "_HandRolledAttention", 5, 2),
         (1, 0, 0, "layers.0", "_HandRolledAttention", 5, 2), (1, 1, 0, "layers.1", "_HandRolledAttention", 5, 2),
     ]
-    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in compiled.modules())
+    forwards = {id(m): m.__dict__.get("forward") for m in compiled.modules()}
+    assert all("forward" not in m.__dict__ for m in net.modules())  # wrappers removed
+    assert forwards[id(compiled)] is before  # the compiled module's own forward is back
+
+
+def test_a_forward_replaced_meanwhile_is_left_alone_and_reported():
+    mha = nn.MultiheadAttention(8, 2)
+    replacement = lambda *args, **kwargs: None  # noqa: E731
+    with pytest.raises(RuntimeError, match="MultiheadAttention.forward was replaced"):
+        with SeqLenRecorder(mha):
+            mha.forward = replacement
+    assert mha.forward is replacement and F.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention
 
 
 def test_rejects_what_it_cannot_hook():
