@@ -92,7 +92,7 @@ def profile(built: Built, config: ProfileConfig) -> ProfileResult:
     # 5. sequence lengths of every attention call, in one eager step
     attention_calls: list[dict[str, Any]] = []
     if config.record_seq_lengths:
-        with SeqLenRecorder(built.model, step_module=built.model) as recorder:
+        with SeqLenRecorder(built.recorded_modules or built.model, step_module=built.model) as recorder:
             built.step()
         attention_calls = recorder.rows
     return ProfileResult(

@@ -38,7 +38,8 @@ class Built:
     step: Callable[[], Any]
     items_per_step: int
     item_unit: str
-    model: torch.nn.Module | None = None  # the module tree the recorders hook into
+    model: torch.nn.Module | None = None  # its forward marks one step (UNet per denoising step, LLM per token)
+    recorded_modules: Mapping[str, torch.nn.Module] | None = None  # where attention is recorded; default: model
     phases: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
     phase_items: Mapping[str, int] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # param_count, param_bytes, kv_cache_bytes, ...

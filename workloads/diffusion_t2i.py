@@ -202,6 +202,7 @@ def build(options: RunOptions) -> Built:
         items_per_step=options.batch,
         item_unit="images",
         model=pipe.unet,  # one UNet forward per denoising step
+        recorded_modules={"text_encoder": pipe.text_encoder, "unet": pipe.unet, "vae": pipe.vae},
         info={
             **param_stats(pipe.unet, pipe.text_encoder, pipe.vae),
             "unet_param_count": param_stats(pipe.unet)["param_count"],
