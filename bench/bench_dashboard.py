@@ -119,6 +119,7 @@ def _pick(templates: list[dict], rng: random.Random) -> list[int]:
         if smaller:
             j = smaller[rng.randrange(len(smaller))]
             picks[slot], total = j, total - sizes[i] + sizes[j]
+    rng.shuffle(picks)  # big and small runs spread over the dates
     return picks
 
 

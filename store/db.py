@@ -130,7 +130,9 @@ class Store:
 
     # -- writing ------------------------------------------------------------------------
     def stage(self) -> "StagedRun":
-        self.ensure()
+        if not self.exists():  # writers touch the catalog only to create it
+            self.ensure()
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
         return StagedRun(self)
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 STREAM_THRESHOLD_BYTES = 256 * 1024**2
-BATCH_EVENTS = 200_000
+BATCH_EVENTS = 25_000
 
 RAW_SCHEMA = pa.schema(
     [
