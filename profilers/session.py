@@ -25,6 +25,7 @@ from profilers.memory import model_metrics, step_memory
 from profilers.nvml import NvmlSampler
 from profilers.seqlen import SeqLenRecorder
 from profilers.timing import STEP, is_cuda, make_clock, time_repeats, warm_up
+from profilers.scopes import attention_scopes
 from profilers.trace import record_trace
 
 
@@ -88,7 +89,8 @@ def profile(built: Built, config: ProfileConfig) -> ProfileResult:
         # 3. peak memory of one step
         metrics = model_metrics(built.info, built.model) + step_memory(built.step, config.device)
         # 4. the profiled pass
-        trace_path = record_trace(built.step, config.logdir, config.worker_name, config.active_steps, config.device)
+        with attention_scopes(built.recorded_modules or built.model):
+            trace_path = record_trace(built.step, config.logdir, config.worker_name, config.active_steps, config.device)
     # 5. sequence lengths of every attention call, in one eager step
     attention_calls: list[dict[str, Any]] = []
     if config.record_seq_lengths:

@@ -32,6 +32,10 @@ DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset", "gpu_user_annotation", "mti
 LAUNCH_CATS = ("cuda_runtime", "cuda_driver", "mtia_runtime")
 OPERATOR_CATS = ("cpu_op", "kernel", "gpu_memcpy", "gpu_memset", "mtia_ccp_events")
 MEMORY_CATS = ("gpu_memcpy", "gpu_memset")
+# Profiled runs mark each attention module's forward with a user_annotation of this prefix
+# (profilers/scopes.py); CPU operators inside it, except its linear projections, are attention.
+ATTENTION_SCOPE_PREFIX = "attention::"
+PROJECTION_OPS = ("aten::linear",)
 
 
 # -- operator categories ---------------------------------------------------------------
@@ -112,6 +116,8 @@ class Narrow:
     is_step: list[np.ndarray] = field(default_factory=list)
     step_number: list[np.ndarray] = field(default_factory=list)
     is_cpu_op: list[np.ndarray] = field(default_factory=list)
+    is_projection: list[np.ndarray] = field(default_factory=list)
+    is_attention_scope: list[np.ndarray] = field(default_factory=list)
     thread: list[np.ndarray] = field(default_factory=list)
     threads: dict[str, int] = field(default_factory=dict)
 
@@ -131,6 +137,9 @@ class Narrow:
         self.is_step.append(numpy(pc.and_(complete, pc.is_valid(step_match)), False) & ~on_device)
         self.step_number.append(numpy(pc.cast(step_match, pa.int32()), -1))
         self.is_cpu_op.append(numpy(pc.and_(complete, pc.equal(cat, "cpu_op")), False))
+        self.is_projection.append(numpy(pc.is_in(name, pa.array(PROJECTION_OPS)), False))
+        scope = pc.and_(pc.and_(complete, pc.equal(cat, "user_annotation")), pc.starts_with(name, ATTENTION_SCOPE_PREFIX))
+        self.is_attention_scope.append(numpy(scope, False))
         thread = pc.binary_join_element_wise(pc.fill_null(batch.column("pid"), ""), pc.fill_null(batch.column("tid"), ""), "/")
         self.thread.append(self._thread_codes(thread))
 
@@ -179,16 +188,20 @@ def device_steps(steps: np.ndarray, on_device: np.ndarray, is_launch: np.ndarray
     return result
 
 
-def cpu_op_nesting(thread: np.ndarray, ts: np.ndarray, dur: np.ndarray, is_cpu_op: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Depth and self time (duration minus child operators) of cpu_op events; -1/NaN elsewhere."""
+def cpu_op_nesting(thread: np.ndarray, ts: np.ndarray, dur: np.ndarray, is_cpu_op: np.ndarray,
+                   is_projection: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Depth, self time (duration minus child operators) and 'inside a linear projection' of
+    cpu_op events; -1 / NaN / False elsewhere."""
     depth = np.full(len(ts), -1, dtype=np.int64)
     self_us = np.full(len(ts), np.nan)
+    in_projection = np.zeros(len(ts), dtype=bool)
     ops = np.flatnonzero(is_cpu_op & ~np.isnan(ts) & ~np.isnan(dur))
     if len(ops) == 0:
-        return depth, self_us
+        return depth, self_us, in_projection
     order = ops[np.lexsort((-dur[ops], ts[ops], thread[ops]))]
     threads, starts, durs = thread[order].tolist(), ts[order].tolist(), dur[order].tolist()
-    op_depth, children = [0] * len(order), [0.0] * len(order)
+    projection = is_projection[order].tolist()
+    op_depth, children, under = [0] * len(order), [0.0] * len(order), [False] * len(order)
     stack: list[int] = []
     current = None
     for i, start in enumerate(starts):
@@ -199,15 +212,37 @@ def cpu_op_nesting(thread: np.ndarray, ts: np.ndarray, dur: np.ndarray, is_cpu_o
         if stack:
             children[stack[-1]] += durs[i]
             op_depth[i] = len(stack)
+            under[i] = under[stack[-1]]
+        under[i] = under[i] or projection[i]
         stack.append(i)
     depth[order] = op_depth
     self_us[order] = np.maximum(np.asarray(durs) - np.asarray(children), 0.0)
-    return depth, self_us
+    in_projection[order] = under
+    return depth, self_us, in_projection
+
+
+def inside_scopes(thread: np.ndarray, ts: np.ndarray, is_scope: np.ndarray, dur: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """True for candidate events that start inside a scope range on their own thread."""
+    inside = np.zeros(len(ts), dtype=bool)
+    scopes = np.flatnonzero(is_scope & ~np.isnan(dur))
+    for code in np.unique(thread[scopes]):
+        mine = scopes[thread[scopes] == code]
+        order = np.argsort(ts[mine])
+        starts, ends = ts[mine][order], (ts[mine] + dur[mine])[order]
+        ends = np.maximum.accumulate(ends)  # nested scopes: the enclosing one's end counts
+        events = np.flatnonzero(candidates & (thread == code))
+        slot = np.searchsorted(starts, ts[events], side="right") - 1
+        hit = slot >= 0
+        hit[hit] = ts[events][hit] < ends[slot[hit]]
+        inside[events[hit]] = True
+    return inside
 
 
 def global_columns(narrow: Narrow) -> dict[str, np.ndarray]:
     ts, dur, on_device = narrow.concat("ts"), narrow.concat("dur"), narrow.concat("on_device").astype(bool)
     steps = host_steps(ts, on_device, narrow.concat("is_step").astype(bool), narrow.concat("step_number").astype(np.int64), dur)
     steps = device_steps(steps, on_device, narrow.concat("is_launch").astype(bool), narrow.concat("correlation").astype(np.int64))
-    depth, self_us = cpu_op_nesting(narrow.concat("thread"), ts, dur, narrow.concat("is_cpu_op").astype(bool))
-    return {"step": steps, "depth": depth, "self_us": self_us}
+    thread, is_cpu_op = narrow.concat("thread"), narrow.concat("is_cpu_op").astype(bool)
+    depth, self_us, in_projection = cpu_op_nesting(thread, ts, dur, is_cpu_op, narrow.concat("is_projection").astype(bool))
+    attention = inside_scopes(thread, ts, narrow.concat("is_attention_scope").astype(bool), dur, is_cpu_op & ~in_projection)
+    return {"step": steps, "depth": depth, "self_us": self_us, "attention_scope": attention}

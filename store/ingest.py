@@ -120,6 +120,8 @@ def _write_events(staged: StagedRun, run_id: str, rank, batches: Iterable[pa.Rec
             columns["step"] = pc.cast(_nullable(extra["step"][offset : offset + n], -1), pa.int32())
             columns["depth"] = pc.cast(_nullable(extra["depth"][offset : offset + n], -1), pa.int32())
             columns["self_us"] = pa.array(extra["self_us"][offset : offset + n], pa.float64(), from_pandas=True)
+            in_attention = pa.array(extra["attention_scope"][offset : offset + n])
+            columns["category"] = pc.if_else(in_attention, pa.scalar("attention"), columns["category"])
             offset += n
             writer.write_table(pa.Table.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema))
 

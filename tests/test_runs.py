@@ -150,3 +150,15 @@ def test_list_shows_workloads_variants_presets(tmp_path):
     rows = {r["workload"]: r for r in json.loads(done.stdout)}
     assert rows["llm-decode"]["baseline"] == "eager" and "no-kv-cache" in rows["llm-decode"]["variants"]
     assert rows["diffusion-t2i"]["presets"] == "tiny, paper"
+
+
+def test_attention_modules_count_as_attention_except_projections(swept):
+    rows = query(swept, """
+        SELECT variant,
+               sum(self_us) FILTER (WHERE category = 'attention') AS attention_us,
+               count(*) FILTER (WHERE category = 'attention' AND name IN ('aten::linear', 'aten::addmm', 'aten::mm')) AS projections_as_attention,
+               count(*) FILTER (WHERE cat = 'user_annotation' AND name LIKE 'attention::model.layers.%') AS scopes
+        FROM events JOIN runs USING (run_id) GROUP BY variant ORDER BY variant""")
+    for variant, attention_us, projections, scopes in rows:
+        assert attention_us > 0 and scopes > 0, variant
+        assert projections == 0, f"{variant}: q/k/v/o projections must stay gemm"

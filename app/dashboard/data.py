@@ -1,0 +1,240 @@
+"""Reading the store for the dashboard: one cached function per table a page draws.
+
+Every function takes the store path first, so each store has its own cache entries; Refresh
+(`clear_caches`) drops them and the connection, and the next page run reads the last committed
+state. Reading never blocks a writer: the catalog is opened read-only (any number of processes
+may) and its views read only committed run folders, each whole or absent.
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import streamlit as st
+
+from store.analysis import gpu_idle_breakdown, gpu_time_breakdown, host_overhead, kernel_stats
+from store.analysis.compare import category_shift, latency_stats, latest_per_variant, speedup
+from store.db import EMPTY_PART, Store, default_path
+
+RUN_COLUMNS = [
+    "run_id", "source", "workload", "variant", "label", "preset", "batch", "dtype", "device", "device_name",
+    "host", "rank", "world_size", "started_at", "stored_at", "status", "error", "event_count", "trace_path", "source_path",
+]
+TRACE_SUFFIXES = (".pt.trace.json.gz", ".pt.trace.json", ".json.gz", ".json")
+
+
+def store_path() -> str:
+    """The store this dashboard shows: $OBSERVATORY_DB (set by `observatory dashboard --db`) or ./observatory.duckdb."""
+    return str(default_path().absolute())
+
+
+def committed_run_count(path: str) -> int | None:
+    """Run folders in the store now (not cached: a directory listing); None without a store."""
+    store = Store(path)
+    if not store.exists():
+        return None
+    with os.scandir(store.runs_dir) as entries:
+        return sum(1 for e in entries if e.is_dir() and e.name != EMPTY_PART)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _connection(path: str) -> duckdb.DuckDBPyConnection:
+    return Store(path).connect()  # read-only; raises StoreError when there is no store (not cached)
+
+
+@contextmanager
+def _cursor(path: str):
+    """A connection of this thread's own to the shared read-only database (Streamlit runs sessions in threads)."""
+    cursor = _connection(path).cursor()
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+
+
+def clear_caches() -> None:
+    """Refresh: forget every cached read and the connection; the next read sees the latest commits."""
+    st.cache_data.clear()
+    _connection.clear()
+
+
+@st.cache_data(show_spinner=False)
+def loaded_at(path: str) -> datetime:
+    """When the cached reads started (cleared with them)."""
+    return datetime.now(timezone.utc)
+
+
+# -- runs ---------------------------------------------------------------------------------
+def _display_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """name: short and unique per run; group: workload and variant, or an import's folder; facet: workload or label."""
+    profiled = frame["workload"].notna()
+    source = frame["source_path"].fillna("").map(Path)
+    stem = source.map(lambda p: _strip_suffix(p.name)[:24])
+    folder = source.map(lambda p: p.parent.name or "trace")
+    rank = frame["rank"].map(lambda r: "" if pd.isna(r) else f" r{int(r)}")
+    short = frame["run_id"].str[-6:]
+    frame["name"] = (frame["variant"].fillna("") + " " + short).where(profiled, folder + "/" + stem + rank)
+    duplicated = frame["name"].duplicated(keep=False)
+    frame.loc[duplicated, "name"] = frame.loc[duplicated, "name"] + " " + short[duplicated]
+    frame["group"] = (frame["workload"].fillna("") + " · " + frame["variant"].fillna("")).where(profiled, "imported " + folder)
+    frame["facet"] = frame["workload"].where(profiled, frame["label"].fillna("imported traces"))
+    frame["date"] = frame["started_at"].fillna(frame["stored_at"])
+    return frame
+
+
+def _strip_suffix(name: str) -> str:
+    for suffix in TRACE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+@st.cache_data(show_spinner="Reading the runs ...")
+def runs(path: str) -> pd.DataFrame:
+    """Every run and imported trace, newest first, with display columns name, group, facet, date."""
+    loaded_at(path)
+    with _cursor(path) as con:
+        frame = con.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY stored_at DESC, run_id").df()
+    return _display_names(frame)
+
+
+@st.cache_data(show_spinner=False)
+def run_details(path: str, run_id: str) -> dict:
+    """A run's configuration and environment (JSON documents) and its metrics rows."""
+    with _cursor(path) as con:
+        config, environment = con.execute("SELECT config, environment FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        metrics = con.execute("SELECT name, value, unit, source FROM metrics WHERE run_id = ? ORDER BY name", [run_id]).df()
+    return {"config": _json(config), "environment": _json(environment), "metrics": metrics}
+
+
+def _json(text: str | None) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {"unparsed": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+# -- breakdown ----------------------------------------------------------------------------
+@st.cache_data(show_spinner="Summing operator time by category over every run ...")
+def category_times(path: str) -> pd.DataFrame:
+    """The op_time_by_category view for every run: (run_id, rank, side, category, time_us, count, share_pct)."""
+    with _cursor(path) as con:
+        return con.execute("SELECT * FROM op_time_by_category ORDER BY run_id, side, time_us DESC").df()
+
+
+@st.cache_data(show_spinner="Reading the run's kernels ...")
+def top_kernels(path: str, run_id: str) -> pd.DataFrame:
+    with _cursor(path) as con:
+        return kernel_stats(con, run_id)
+
+
+# Per CPU operator name of one run: self time (without nested operators) and total duration.
+# An aggregation the store's analyses do not have yet (kernel_stats covers device ops only).
+TOP_OPERATORS_SQL = """
+SELECT name, any_value(category) AS category, count(*) AS count, sum(self_us) AS self_us, sum(dur_us) AS total_us,
+       100 * sum(self_us) / nullif(sum(sum(self_us)) OVER (), 0) AS self_share_pct
+FROM events WHERE run_id = ? AND ph = 'X' AND cat = 'cpu_op'
+GROUP BY name ORDER BY self_us DESC, name LIMIT ?
+"""
+
+
+@st.cache_data(show_spinner="Reading the run's operators ...")
+def top_operators(path: str, run_id: str, limit: int = 25) -> pd.DataFrame:
+    with _cursor(path) as con:
+        return con.execute(TOP_OPERATORS_SQL, [run_id, limit]).df()
+
+
+# -- compare ------------------------------------------------------------------------------
+@st.cache_resource(show_spinner="Loading the workload registry ...")
+def baseline_variant(workload: str) -> str | None:
+    """The registry's baseline variant of a workload (imports torch once per process); None for an unknown name."""
+    from workloads.base import get
+
+    try:
+        return get(workload).baseline
+    except (KeyError, ValueError):
+        return None
+
+
+@st.cache_data(show_spinner=False)
+def latest_runs(path: str, workload: str, baseline: str) -> tuple[str, dict[str, str]]:
+    with _cursor(path) as con:
+        return latest_per_variant(con, workload, baseline)
+
+
+@st.cache_data(show_spinner=False)
+def latency(path: str, run_ids: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """latency_stats per run and phase, and the raw timed repeats (for their spread)."""
+    with _cursor(path) as con:
+        stats = latency_stats(con, list(run_ids))
+        repeats = con.execute("SELECT * FROM latency WHERE run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY run_id, phase, repeat", [list(run_ids)]).df()
+    return stats, repeats
+
+
+@st.cache_data(show_spinner="Comparing with the baseline ...")
+def comparison(path: str, baseline: str, other: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """speedup per phase and category_shift per side and category, baseline vs other."""
+    with _cursor(path) as con:
+        return speedup(con, baseline, other), category_shift(con, baseline, other)
+
+
+# -- sequence lengths ---------------------------------------------------------------------
+@st.cache_data(show_spinner=False)
+def attention_runs(path: str) -> pd.DataFrame:
+    """Runs with attention calls recorded, and how many."""
+    with _cursor(path) as con:
+        return con.execute("SELECT run_id, count(*) AS calls FROM attention_calls GROUP BY run_id").df()
+
+
+@st.cache_data(show_spinner=False)
+def attention_calls(path: str, run_id: str) -> pd.DataFrame:
+    with _cursor(path) as con:
+        return con.execute("SELECT * FROM attention_calls WHERE run_id = ? ORDER BY iteration, call_index", [run_id]).df()
+
+
+# -- device time --------------------------------------------------------------------------
+@st.cache_data(show_spinner="Computing the GPU temporal and idle breakdowns ...")
+def device_breakdowns(path: str, run_id: str, definition: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """gpu_time_breakdown and gpu_idle_breakdown of one run (no rows without device events)."""
+    with _cursor(path) as con:
+        return gpu_time_breakdown(con, run_id, definition), gpu_idle_breakdown(con, run_id, definition)
+
+
+@st.cache_data(show_spinner="Reading the kernel timeline ...")
+def idle_gaps(path: str, run_id: str, definition: str) -> pd.DataFrame:
+    """The gpu_idle_gaps view for one run: every kernel per stream with the gap before it."""
+    with _cursor(path) as con:
+        return con.execute(
+            "SELECT * FROM gpu_idle_gaps WHERE run_id = ? AND definition = ? ORDER BY stream, start_us", [run_id, definition]
+        ).df()
+
+
+@st.cache_data(show_spinner=False)
+def telemetry(path: str, run_id: str) -> pd.DataFrame:
+    with _cursor(path) as con:
+        return con.execute("SELECT * FROM telemetry WHERE run_id = ? ORDER BY gpu_index, ts_us", [run_id]).df()
+
+
+@st.cache_data(show_spinner="Computing host overhead ...")
+def host(path: str, run_id: str) -> pd.DataFrame:
+    with _cursor(path) as con:
+        return host_overhead(con, run_id)
+
+
+# -- SQL ----------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False)
+def schema(path: str) -> pd.DataFrame:
+    """Columns of every table and view of the store, as the SQL box sees them."""
+    from app.dashboard.sandbox import sandboxed
+
+    with sandboxed(Store(path)) as con:
+        return con.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND table_name <> 'observatory_meta' ORDER BY table_name, ordinal_position"
+        ).df()
