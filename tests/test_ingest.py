@@ -251,3 +251,34 @@ def test_schema_doc_lists_every_column():
         assert f"### {table}" in doc, table
         for name in schema.names:
             assert f"`{name}`" in doc, f"{table}.{name} is not documented in docs/schema.md"
+
+
+def test_parts_written_by_an_older_schema_stay_readable(store):
+    """An older version wrote parts without some of today's columns: they read as NULL."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from store.schema import TABLES
+
+    run_id = ingest_file(store, SMALL).run_id
+    old = store.runs_dir / "t-older-version"
+    old.mkdir()
+    runs = pa.Table.from_pylist([{"run_id": "t-older-version", "source": "import", "status": "ok"}])
+    pq.write_table(runs, old / "runs.parquet")
+    events = pq.read_table(store.runs_dir / run_id / "events.parquet").drop_columns(["self_us", "category"])
+    pq.write_table(events.set_column(0, "run_id", pa.array(["t-older-version"] * events.num_rows)), old / "events.parquet")
+    with store.connect() as con:
+        assert [c[0] for c in con.execute("DESCRIBE events").fetchall()] == TABLES["events"].names
+        nulls = con.execute("SELECT count(*), count(self_us), count(category) FROM events WHERE run_id = 't-older-version'").fetchone()
+        assert nulls[0] == events.num_rows and nulls[1:] == (0, 0)
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+
+
+def test_catalog_is_rebuilt_when_the_schema_version_changes(store, monkeypatch):
+    import duckdb
+
+    with duckdb.connect(str(store.path)) as con:
+        con.execute("UPDATE observatory_meta SET schema_version = 0")
+    assert not store._catalog_current()
+    store.ensure()
+    assert store._catalog_current()
