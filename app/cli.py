@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(format="table")
 
     from app import workload_commands
+    from app.dashboard import command as dashboard_command
 
     workload_commands.add_parsers(sub, _add_db, _add_format)
+    dashboard_command.add_parser(sub, _add_db)
     return parser
 
 
@@ -62,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: 0 for --help, 2 for usage errors
         return int(exc.code or 0)
     from app import commands, workload_commands
+    from app.dashboard import command as dashboard_command
 
-    handler = getattr(commands, f"cmd_{args.command}", None) or getattr(workload_commands, f"cmd_{args.command}")
+    handler = next(getattr(m, f"cmd_{args.command}") for m in (commands, workload_commands, dashboard_command) if hasattr(m, f"cmd_{args.command}"))
     try:
         return handler(args)
     except KeyboardInterrupt:

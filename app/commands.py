@@ -95,6 +95,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _print_summary(store, args)
     with store.connect() as con:
         run_id = resolve_run(con, args.run_id)
+    with store.connect_runs([run_id]) as con:  # reads only this run's files
         report = build_report(con, run_id, definition=args.definition)
     if args.format == "json":
         print_json(report)

@@ -125,6 +125,27 @@ class Store:
         except duckdb.Error as exc:
             raise StoreError(f"{self.path}: cannot open the store ({exc})") from None
 
+    def connect_runs(self, run_ids: list[str] | tuple[str, ...]) -> duckdb.DuckDBPyConnection:
+        """An in-memory connection whose tables and analysis views cover only these runs.
+
+        Reading one run's folder instead of globbing every run's parts, and letting the
+        analysis views' inner steps see only that run's events, makes one-run queries cost
+        what the run costs, not what the store does.
+        """
+        from store.views import ANALYSIS_VIEWS
+
+        if not self.exists():
+            raise StoreError(f"{self.path}: no store here yet; run `observatory ingest PATH` or `observatory run WORKLOAD` first")
+        con = duckdb.connect()
+        for table in TABLES:
+            files = [self.runs_dir / EMPTY_PART / f"{table}.parquet"]
+            files += [self.runs_dir / run_id / f"{table}.parquet" for run_id in run_ids if (self.runs_dir / run_id / f"{table}.parquet").exists()]
+            listed = ", ".join("'" + f.as_posix().replace("'", "''") + "'" for f in files)
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{listed}], union_by_name = true)")
+        for sql in ANALYSIS_VIEWS:
+            con.execute(sql)
+        return con
+
     def has_run(self, run_id: str) -> bool:
         return (self.runs_dir / run_id).is_dir()
 

@@ -31,9 +31,10 @@ def category_bars(frame: pd.DataFrame, value: str, facets: list[str]) -> go.Figu
         labels={"share_pct": "share of time (%)", "time_ms": "time (ms)", "name": ""},
         facet_col_spacing=0.06, facet_row_spacing=0.12,
     )
-    fig.update_xaxes(matches=None, showticklabels=True, tickangle=-40)
+    fig.update_xaxes(matches=None, showticklabels=True, tickangle=-45)
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.04, xanchor="left", x=0))
     rows = -(-len(facets) // max(wrap, 1))
-    return _tidy(fig, height=max(380, 360 * rows))
+    return _tidy(fig, height=120 + 460 * rows).update_layout(margin_t=90)
 
 
 def top_bar(frame: pd.DataFrame, x: str, label: str, title: str) -> go.Figure:
@@ -89,14 +90,15 @@ def lengths_by_module(calls: pd.DataFrame) -> go.Figure:
     """q_len and kv_len of every call, per module: where each length occurs and how often."""
     long = calls.melt(id_vars=["module", "kind", "step"], value_vars=["q_len", "kv_len"], var_name="length", value_name="tokens")
     fig = px.strip(long, x="tokens", y="module", color="length", hover_data=["kind", "step"], labels={"module": ""})
-    return _tidy(fig, height=max(300, 34 * long["module"].nunique() + 100))
+    return _tidy(fig, height=max(260, 30 * long["module"].nunique() + 100))
 
 
 def calls_by_level(levels: pd.DataFrame) -> go.Figure:
     """Attention calls per UNet level (or transformer layer), by kind, with their query length."""
+    text = "q " + levels["q_len"].astype(str) + " / kv " + levels["kv_len"].astype(str)
     fig = px.bar(
-        levels, x="level", y="calls", color="kind", barmode="group", hover_data=["q_len", "kv_len"],
-        labels={"level": "", "calls": "attention calls"},
+        levels.assign(lengths=text), x="level", y="calls", color="kind", barmode="group", text="lengths",
+        hover_data=["q_len", "kv_len"], labels={"level": "", "calls": "attention calls"},
     )
     return _tidy(fig, height=340)
 

@@ -48,13 +48,14 @@ def _connection(path: str) -> duckdb.DuckDBPyConnection:
 
 
 @contextmanager
-def _cursor(path: str):
-    """A connection of this thread's own to the shared read-only database (Streamlit runs sessions in threads)."""
-    cursor = _connection(path).cursor()
+def _cursor(path: str, run_ids: tuple[str, ...] | None = None):
+    """A connection for one read: scoped to `run_ids` when given (reads only those runs' files,
+    Store.connect_runs), else this thread's cursor on the shared read-only catalog."""
+    con = Store(path).connect_runs(run_ids) if run_ids else _connection(path).cursor()
     try:
-        yield cursor
+        yield con
     finally:
-        cursor.close()
+        con.close()
 
 
 def clear_caches() -> None:
@@ -71,16 +72,17 @@ def loaded_at(path: str) -> datetime:
 
 # -- runs ---------------------------------------------------------------------------------
 def _display_names(frame: pd.DataFrame) -> pd.DataFrame:
-    """name: short and unique per run; group: workload and variant, or an import's folder; facet: workload or label."""
+    """name: short and unique; group: workload and variant, or an import's folder; facet: workload or import label."""
     profiled = frame["workload"].notna()
     source = frame["source_path"].fillna("").map(Path)
-    stem = source.map(lambda p: _strip_suffix(p.name)[:24])
     folder = source.map(lambda p: p.parent.name or "trace")
     rank = frame["rank"].map(lambda r: "" if pd.isna(r) else f" r{int(r)}")
     short = frame["run_id"].str[-6:]
-    frame["name"] = (frame["variant"].fillna("") + " " + short).where(profiled, folder + "/" + stem + rank)
-    duplicated = frame["name"].duplicated(keep=False)
-    frame.loc[duplicated, "name"] = frame.loc[duplicated, "name"] + " " + short[duplicated]
+    frame["name"] = (frame["variant"].fillna("") + " " + short).where(profiled, folder + rank)
+    clash = frame["name"].duplicated(keep=False) & ~profiled  # several files in one folder: add the file's name
+    frame.loc[clash, "name"] = folder[clash] + "/" + source[clash].map(lambda p: _strip_suffix(p.name)[:20]) + rank[clash]
+    clash = frame["name"].duplicated(keep=False)  # the same file under several labels, copies: add the id
+    frame.loc[clash, "name"] = frame.loc[clash, "name"] + " " + short[clash]
     frame["group"] = (frame["workload"].fillna("") + " · " + frame["variant"].fillna("")).where(profiled, "imported " + folder)
     frame["facet"] = frame["workload"].where(profiled, frame["label"].fillna("imported traces"))
     frame["date"] = frame["started_at"].fillna(frame["stored_at"])
@@ -106,7 +108,7 @@ def runs(path: str) -> pd.DataFrame:
 @st.cache_data(show_spinner=False)
 def run_details(path: str, run_id: str) -> dict:
     """A run's configuration and environment (JSON documents) and its metrics rows."""
-    with _cursor(path) as con:
+    with _cursor(path, (run_id,)) as con:
         config, environment = con.execute("SELECT config, environment FROM runs WHERE run_id = ?", [run_id]).fetchone()
         metrics = con.execute("SELECT name, value, unit, source FROM metrics WHERE run_id = ? ORDER BY name", [run_id]).df()
     return {"config": _json(config), "environment": _json(environment), "metrics": metrics}
@@ -130,7 +132,7 @@ def category_times(path: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner="Reading the run's kernels ...")
 def top_kernels(path: str, run_id: str) -> pd.DataFrame:
-    with _cursor(path) as con:
+    with _cursor(path, (run_id,)) as con:
         return kernel_stats(con, run_id)
 
 
@@ -146,7 +148,7 @@ GROUP BY name ORDER BY self_us DESC, name LIMIT ?
 
 @st.cache_data(show_spinner="Reading the run's operators ...")
 def top_operators(path: str, run_id: str, limit: int = 25) -> pd.DataFrame:
-    with _cursor(path) as con:
+    with _cursor(path, (run_id,)) as con:
         return con.execute(TOP_OPERATORS_SQL, [run_id, limit]).df()
 
 
@@ -171,7 +173,7 @@ def latest_runs(path: str, workload: str, baseline: str) -> tuple[str, dict[str,
 @st.cache_data(show_spinner=False)
 def latency(path: str, run_ids: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """latency_stats per run and phase, and the raw timed repeats (for their spread)."""
-    with _cursor(path) as con:
+    with _cursor(path, run_ids) as con:
         stats = latency_stats(con, list(run_ids))
         repeats = con.execute("SELECT * FROM latency WHERE run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY run_id, phase, repeat", [list(run_ids)]).df()
     return stats, repeats
@@ -180,7 +182,7 @@ def latency(path: str, run_ids: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataF
 @st.cache_data(show_spinner="Comparing with the baseline ...")
 def comparison(path: str, baseline: str, other: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """speedup per phase and category_shift per side and category, baseline vs other."""
-    with _cursor(path) as con:
+    with _cursor(path, (baseline, other)) as con:
         return speedup(con, baseline, other), category_shift(con, baseline, other)
 
 
@@ -194,7 +196,7 @@ def attention_runs(path: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False)
 def attention_calls(path: str, run_id: str) -> pd.DataFrame:
-    with _cursor(path) as con:
+    with _cursor(path, (run_id,)) as con:
         return con.execute("SELECT * FROM attention_calls WHERE run_id = ? ORDER BY iteration, call_index", [run_id]).df()
 
 
@@ -202,14 +204,14 @@ def attention_calls(path: str, run_id: str) -> pd.DataFrame:
 @st.cache_data(show_spinner="Computing the GPU temporal and idle breakdowns ...")
 def device_breakdowns(path: str, run_id: str, definition: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """gpu_time_breakdown and gpu_idle_breakdown of one run (no rows without device events)."""
-    with _cursor(path) as con:
+    with _cursor(path, (run_id,)) as con:
         return gpu_time_breakdown(con, run_id, definition), gpu_idle_breakdown(con, run_id, definition)
 
 
 @st.cache_data(show_spinner="Reading the kernel timeline ...")
 def idle_gaps(path: str, run_id: str, definition: str) -> pd.DataFrame:
     """The gpu_idle_gaps view for one run: every kernel per stream with the gap before it."""
-    with _cursor(path) as con:
+    with _cursor(path, (run_id,)) as con:
         return con.execute(
             "SELECT * FROM gpu_idle_gaps WHERE run_id = ? AND definition = ? ORDER BY stream, start_us", [run_id, definition]
         ).df()
@@ -217,13 +219,13 @@ def idle_gaps(path: str, run_id: str, definition: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False)
 def telemetry(path: str, run_id: str) -> pd.DataFrame:
-    with _cursor(path) as con:
+    with _cursor(path, (run_id,)) as con:
         return con.execute("SELECT * FROM telemetry WHERE run_id = ? ORDER BY gpu_index, ts_us", [run_id]).df()
 
 
 @st.cache_data(show_spinner="Computing host overhead ...")
 def host(path: str, run_id: str) -> pd.DataFrame:
-    with _cursor(path) as con:
+    with _cursor(path, (run_id,)) as con:
         return host_overhead(con, run_id)
 
 

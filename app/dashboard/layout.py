@@ -35,16 +35,18 @@ def sidebar(path: str, runs: pd.DataFrame | None) -> None:
             st.caption(f"{len(runs)} runs as of {loaded:%H:%M:%S} UTC")
             if now > len(runs):
                 st.warning(f"{now - len(runs)} new run(s) committed since: Refresh to see them.")
-        st.button("Refresh", on_click=data.clear_caches, help="Read the store again: runs committed since the last read appear.", use_container_width=True)
+        st.button("Refresh", on_click=data.clear_caches, help="Read the store again: runs committed since the last read appear.", width="stretch")
 
 
-def run_picker(runs: pd.DataFrame, label: str = "Run", key: str = "run_picker", help: str | None = None) -> str | None:
-    """A selectbox over `runs` (a frame from data.runs), remembering the choice across pages."""
+def run_picker(runs: pd.DataFrame, label: str = "Run", key: str = "run_picker", help: str | None = None,
+               default: str | None = None) -> str | None:
+    """A selectbox over `runs` (a frame from data.runs) starting at the run last picked on any page, else the
+    page's `?run=` query parameter, else `default`, else the first; a pick is remembered across pages."""
     if runs.empty:
         return None
     options = list(runs["run_id"])
-    chosen = st.session_state.get(SELECTED)
-    index = options.index(chosen) if chosen in options else 0
+    candidates = (st.session_state.get(SELECTED), st.query_params.get("run"), default)
+    index = next((options.index(c) for c in candidates if c in options), 0)
     names = dict(zip(runs["run_id"], runs["name"] + "  ·  " + runs["run_id"]))
     return st.selectbox(label, options, index=index, format_func=names.get, key=key, help=help, on_change=_remember, args=(key,))
 

@@ -12,7 +12,9 @@ import streamlit as st
 from app.dashboard import data, layout
 from store.db import StoreError
 
-PAGES = Path(__file__).parent / "pages"
+# Not "pages/": Streamlit treats a pages/ folder beside the main script as the old multipage layout and
+# runs a requested page without this script on a session's first run.
+PAGES = Path(__file__).parent / "page_scripts"
 
 st.set_page_config(page_title="Observatory", page_icon=":material/monitoring:", layout="wide")
 
@@ -28,16 +30,15 @@ navigation = st.navigation([
 
 path = data.store_path()
 count = data.committed_run_count(path)
-if not count:
+if not count:  # no store, or no run in it yet: every page says how to fill it
     layout.sidebar(path, None)
     layout.empty_store(path, exists=count is not None)
-    st.stop()
-
-try:
-    layout.sidebar(path, data.runs(path))
-    navigation.run()
-except (duckdb.Error, StoreError, OSError, ValueError, KeyError) as exc:
-    # Bad input or a store problem (a run removed mid-read, a catalog being upgraded): say what, no traceback.
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    st.error(f"Could not read the store: {message}")
-    st.caption("Press Refresh in the sidebar to read it again.")
+else:
+    try:
+        layout.sidebar(path, data.runs(path))
+        navigation.run()
+    except (duckdb.Error, StoreError, OSError, ValueError, KeyError) as exc:
+        # A store problem (a catalog being upgraded, a part unreadable) or bad input: say what, no traceback.
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        st.error(f"Could not read the store: {message}")
+        st.caption("Press Refresh in the sidebar to read it again.")

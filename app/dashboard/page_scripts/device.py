@@ -8,6 +8,7 @@ from app.dashboard import charts, data, layout
 from store.analysis.idle import KERNEL_WAIT_THRESHOLD_US
 
 MAX_KERNELS = 2000
+MAX_DEFAULT_RANKS = 3  # other ranks drawn beside the chosen run unless the user picks others
 DEFINITIONS = {"hta": "HTA (step-filtered, as Holistic Trace Analysis)", "all_kernels": "All kernels in the trace"}
 QUANTITIES = {
     "gpu_util_pct": "GPU utilization (%)", "power_w": "power (W)", "memory_used_gib": "memory used (GiB)",
@@ -22,8 +23,9 @@ if ok.empty:
     st.info("No successful run yet.")
     st.stop()
 top = st.columns([3, 2])
+gpu_runs = ok[ok["device"].fillna("cpu") != "cpu"]
 with top[0]:
-    run_id = layout.run_picker(ok, key="device_run")
+    run_id = layout.run_picker(ok, key="device_run", default=None if gpu_runs.empty else gpu_runs["run_id"].iloc[0])
 definition = top[1].radio("GPU time definition", list(DEFINITIONS), format_func=DEFINITIONS.get, key="device_definition",
                           help="docs/analyses.md: which device events count, and HTA's step filter and rounding.")
 run = ok[ok["run_id"] == run_id].iloc[0]
@@ -53,8 +55,12 @@ if temporal.empty:
 
 # -- per rank: this run and, on request, the other ranks of its job -------------------------------------
 siblings = ok[(ok["facet"] == run["facet"]) & (ok["group"] == run["group"]) & (ok["run_id"] != run_id) & ok["rank"].notna()]
-extra = st.multiselect("Other ranks of this job", list(siblings["run_id"]), format_func=dict(zip(siblings["run_id"], siblings["name"])).get,
-                       key="device_ranks", help="Runs of the same import label and folder (one trace per rank).") if not siblings.empty else []
+siblings = siblings.sort_values("rank")
+extra = st.multiselect(
+    "Other ranks of this job", list(siblings["run_id"]), default=list(siblings["run_id"][:MAX_DEFAULT_RANKS]),
+    format_func=dict(zip(siblings["run_id"], siblings["name"])).get, key="device_ranks",
+    help="Runs of the same import label and folder: one trace per rank.",
+) if not siblings.empty else []
 temporals, idles = [temporal], [idle]
 for other in extra:
     t, i = data.device_breakdowns(path, other, definition)
@@ -64,7 +70,7 @@ names = dict(zip(runs["run_id"], runs["name"]))
 temporal = pd.concat(temporals, ignore_index=True)
 temporal["label"] = temporal["run_id"].map(names)
 idle = pd.concat(idles, ignore_index=True)
-idle["label"] = idle["run_id"].map(names) + " · stream " + idle["stream"].astype(str)
+idle["label"] = idle["run_id"].map(names) + " · s" + idle["stream"].astype(str)
 
 one, two = st.columns(2)
 one.subheader("Temporal breakdown")
@@ -75,28 +81,37 @@ two.plotly_chart(charts.idle_bars(idle), key="device_idle")
 two.caption(f"Host wait: the kernel was launched after the previous one ended; kernel wait: gaps under {KERNEL_WAIT_THRESHOLD_US:.0f} us; other: the rest.")
 
 # -- kernel timeline --------------------------------------------------------------------------------------
+def kernel_timeline(gaps: pd.DataFrame) -> None:
+    """Kernels per stream in a time window (at most MAX_KERNELS), and the gap before each colored by its cause."""
+    origin = gaps["start_us"].min()
+    span_ms = max((gaps["end_us"].max() - origin) / 1e3, 0.001)
+    starts = gaps["start_us"].sort_values().reset_index(drop=True)
+    default_end = span_ms if len(starts) <= MAX_KERNELS else (starts.iloc[MAX_KERNELS] - origin) / 1e3
+    low, high = st.slider("Window (ms after the first kernel)", 0.0, float(span_ms), (0.0, float(default_end)),
+                          step=float(span_ms) / 1000, key="device_window")
+    lo_us, hi_us = origin + low * 1e3, origin + high * 1e3
+    window = gaps[(gaps["end_us"] > lo_us) & (gaps["start_us"] < hi_us)].sort_values("start_us")
+    if len(window) > MAX_KERNELS:
+        st.warning(f"{len(window):,} kernels in this window; drawing the first {MAX_KERNELS:,}. Narrow the window to see the rest.")
+        window = window.head(MAX_KERNELS)
+    stream = "stream " + window["stream"].astype(str)
+    kernels = pd.DataFrame({"stream": stream, "start_ms": (window["start_us"] - lo_us) / 1e3,
+                            "dur_ms": (window["end_us"] - window["start_us"]) / 1e3, "what": "kernel", "name": window["name"]})
+    cause = window["host_wait"].map({True: "host wait", False: None}).fillna(
+        window["gap_us"].lt(KERNEL_WAIT_THRESHOLD_US).map({True: "kernel wait", False: "other idle"}))
+    idle_spans = pd.DataFrame({"stream": stream, "start_ms": (window["prev_end_us"] - lo_us) / 1e3, "dur_ms": window["gap_us"] / 1e3,
+                               "what": cause, "name": "idle " + window["gap_us"].round(1).astype(str) + " us before " + window["name"]})
+    idle_spans = idle_spans[window["gap_us"].gt(0) & window["prev_end_us"].notna()]
+    st.plotly_chart(charts.timeline(pd.concat([idle_spans, kernels], ignore_index=True)), key="device_timeline")
+
+
 st.subheader("Kernel timeline")
 gaps = data.idle_gaps(path, run_id, definition)
-origin = gaps["start_us"].min()
-span_ms = max((gaps["end_us"].max() - origin) / 1e3, 0.001)
-starts = gaps["start_us"].sort_values().reset_index(drop=True)
-default_end = span_ms if len(starts) <= MAX_KERNELS else (starts.iloc[MAX_KERNELS] - origin) / 1e3
-low, high = st.slider("Window (ms after the first kernel)", 0.0, float(span_ms), (0.0, float(default_end)),
-                      step=float(span_ms) / 1000, key="device_window")
-lo_us, hi_us = origin + low * 1e3, origin + high * 1e3
-window = gaps[(gaps["end_us"] > lo_us) & (gaps["start_us"] < hi_us)].sort_values("start_us")
-if len(window) > MAX_KERNELS:
-    st.warning(f"{len(window):,} kernels in this window; drawing the first {MAX_KERNELS:,}. Narrow the window to see the rest.")
-    window = window.head(MAX_KERNELS)
-cause = window["host_wait"].map({True: "host wait", False: None}).fillna(
-    window["gap_us"].lt(KERNEL_WAIT_THRESHOLD_US).map({True: "kernel wait", False: "other idle"}))
-kernels = pd.DataFrame({"stream": "stream " + window["stream"].astype(str), "start_ms": (window["start_us"] - lo_us) / 1e3,
-                        "dur_ms": (window["end_us"] - window["start_us"]) / 1e3, "what": "kernel", "name": window["name"]})
-has_gap = window["gap_us"].gt(0) & window["prev_end_us"].notna()
-idle_spans = pd.DataFrame({"stream": kernels["stream"], "start_ms": (window["prev_end_us"] - lo_us) / 1e3, "dur_ms": window["gap_us"] / 1e3,
-                           "what": cause, "name": "idle " + window["gap_us"].round(1).astype(str) + " us before " + window["name"]})[has_gap]
-st.plotly_chart(charts.timeline(pd.concat([idle_spans, kernels], ignore_index=True)), key="device_timeline")
-st.caption(f"{len(gaps):,} kernels in all ({definition} definition); gaps colored by cause, as in the idle breakdown.")
+if gaps.empty:
+    st.info(f"No kernel, memcpy or memset in this run's {definition} set (only synchronization ranges): nothing to draw.")
+else:
+    kernel_timeline(gaps)
+    st.caption(f"{len(gaps):,} kernels in all ({definition} definition); gaps colored by cause, as in the idle breakdown.")
 
 # -- NVML telemetry -----------------------------------------------------------------------------------------
 st.subheader("NVML telemetry")

@@ -27,6 +27,9 @@ if measured.empty:
 top = st.columns([3, 2, 1, 1])
 with top[0]:
     facets = layout.facet_filter(measured, key="breakdown_facets")
+if not facets:
+    st.info("Choose at least one workload or import label.")
+    st.stop()
 selected = measured[measured["facet"].isin(facets)]
 has_device = bool(times[times["run_id"].isin(selected["run_id"]) & (times["side"] == "device")].shape[0])
 side = top[1].radio("Side", list(SIDES), index=0 if has_device else 1, format_func=SIDES.get, key="breakdown_side")
@@ -65,7 +68,7 @@ for column, run_side in ((left, "device"), (right, "cpu")):
     if part.empty:
         column.caption("none in this run" + (" (no device events: profiled on a CPU, or a CPU-only trace)" if run_side == "device" else ""))
     else:
-        column.dataframe(part, hide_index=True, use_container_width=True, column_config={"share_pct": st.column_config.ProgressColumn("share", format="%.1f%%", min_value=0, max_value=100)})
+        column.dataframe(part, hide_index=True, width="stretch", column_config={"share_pct": st.column_config.ProgressColumn("share", format="%.1f%%", min_value=0, max_value=100)})
 
 if not own[own["side"] == "device"].empty:
     kernels = data.top_kernels(path, run_id)

@@ -21,11 +21,13 @@ if profiled.empty:
     st.stop()
 
 left, right = st.columns(2)
-workload = left.selectbox("Workload", sorted(profiled["workload"].unique()), key="compare_workload")
+variant_counts = profiled.groupby("workload")["variant"].nunique()
+workloads = sorted(variant_counts.index, key=lambda w: (-variant_counts[w], w))  # workloads with variants first
+workload = left.selectbox("Workload", workloads, key="compare_workload")
 variants = sorted(profiled.loc[profiled["workload"] == workload, "variant"].dropna().unique())
 registered = data.baseline_variant(workload)
 baseline = right.selectbox(
-    "Baseline variant", variants, index=variants.index(registered) if registered in variants else 0, key="compare_baseline",
+    "Baseline variant", variants, index=variants.index(registered) if registered in variants else 0, key=f"compare_baseline_{workload}",
     help=f"The registry's baseline of {workload} is {registered!r}." if registered else "This workload is not in the registry.",
 )
 try:
@@ -62,7 +64,7 @@ if speedups:
     step = speed[speed["phase"] == "step"]
     if not step.empty:
         for column, row in zip(st.columns(len(step)), step.itertuples()):
-            column.metric(f"{row.variant}: whole step", f"{row.speedup:.2f}x", f"range {row.speedup_low:.2f}x - {row.speedup_high:.2f}x", delta_color="off")
+            column.metric(f"{row.variant}: whole step", f"{row.speedup:.2f}x", f"range {row.speedup_low:.2f}x - {row.speedup_high:.2f}x", delta_color="off", delta_arrow="off")
     st.dataframe(
         speed[["variant", "phase", "speedup", "speedup_low", "speedup_high", "baseline_median_us", "median_us", "baseline_repeats", "repeats", "run_id"]],
         hide_index=True,

@@ -1,7 +1,6 @@
 """Runs: every profiled run and imported trace; filters; a failed run's error; one run's details."""
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from app.dashboard import data, layout
@@ -24,7 +23,8 @@ chosen_devices = cols[2].multiselect("Device", _options("device"), key="runs_dev
 chosen_status = cols[3].multiselect("Status", _options("status"), key="runs_status")
 dates = runs["date"].dropna().dt.date
 first, last = (dates.min(), dates.max()) if not dates.empty else (None, None)
-date_range = cols[4].date_input("Date", value=(first, last), min_value=first, max_value=last, key="runs_dates")
+date_range = cols[4].date_input("Date", value=(first, last), min_value=first, max_value=last,
+                                key=f"runs_dates_{first}_{last}")  # new dates after a Refresh: the whole range again
 
 shown = runs
 if chosen_workloads:
@@ -44,7 +44,8 @@ st.markdown(f"**{len(shown)}** of {len(runs)} runs" + (f", **{failed} failed** (
 st.dataframe(
     shown.assign(status=shown["status"].map({"ok": "✓ ok", "failed": "✗ failed"}).fillna(shown["status"])),
     hide_index=True,
-    column_order=["status", "name", "workload", "variant", "label", "device", "device_name", "rank", "date", "event_count", "error", "run_id"],
+    column_order=["status", "name", *(["error"] if failed else []), "workload", "variant", "label", "device", "device_name", "rank",
+                  "date", "event_count", "run_id"],
     column_config={
         "date": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
         "event_count": st.column_config.NumberColumn("events", format="localized"),
@@ -69,9 +70,9 @@ if run["status"] == "failed":
 
 fields = run[["source", "preset", "batch", "dtype", "host", "world_size", "event_count", "started_at", "stored_at", "source_path", "trace_path"]]
 left, right = st.columns(2)
-left.dataframe(fields.dropna().astype(str).rename("value").to_frame(), use_container_width=True)
+left.dataframe(fields.dropna().astype(str).rename("value").to_frame(), width="stretch")
 if not details["metrics"].empty:
-    right.dataframe(details["metrics"], hide_index=True, use_container_width=True)
+    right.dataframe(details["metrics"], hide_index=True, width="stretch")
 with st.expander("Configuration"):
     st.json(details["config"], expanded=True)
 with st.expander("Environment"):

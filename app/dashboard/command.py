@@ -1,0 +1,83 @@
+"""`observatory dashboard`: start the Streamlit app over the store (read-only), on 127.0.0.1 by default.
+
+    observatory dashboard [--db PATH] [--port N] [--host ADDRESS]
+
+The process becomes Streamlit's server (exec), so Ctrl-C or a signal to its pid stops it.
+Also runnable as `python -m app.dashboard.command` with the same arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from store.db import Store
+
+MAIN = Path(__file__).resolve().parent / "main.py"
+DEFAULT_PORT = 8501
+LOOPBACK = "127.0.0.1"
+
+
+def add_parser(sub, add_db) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "dashboard",
+        help="browse the store in a web dashboard",
+        description="Start the Observatory dashboard (Streamlit) over the store: runs, breakdowns, comparisons, sequence "
+        "lengths, device time, SQL and traces. It reads the store read-only, so sweeps and imports can write meanwhile "
+        "(Refresh shows their runs).",
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--host", default=LOOPBACK, metavar="ADDRESS",
+        help=f"address to bind (default {LOOPBACK}: this machine only). Another address, e.g. 0.0.0.0, lets anyone who can "
+        "reach it read the whole store, SQL box included.",
+    )
+    add_db(p)
+    return p
+
+
+def streamlit_argv(host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(MAIN),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--server.fileWatcherType", "none",
+        "--server.runOnSave", "false",
+        "--browser.gatherUsageStats", "false",
+        "--client.showErrorDetails", "none",  # an unexpected error says so, without a traceback
+        "--client.toolbarMode", "viewer",
+    ]
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    store = Store(args.db) if args.db else Store()
+    if store.path.is_dir():
+        raise ValueError(f"--db {store.path}: is a folder; expected the store's .duckdb file")
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port {args.port}: expected a port number from 1 to 65535")
+    state = "" if store.exists() else " (no store there yet: the dashboard explains how to fill it)"
+    print(f"Observatory dashboard for {store.path}{state}", flush=True)
+    print(f"  http://{args.host}:{args.port}   (Ctrl-C stops it)", flush=True)
+    if args.host != LOOPBACK:
+        print(f"  bound to {args.host}: anyone who can reach this address can read the store", file=sys.stderr, flush=True)
+    env = {**os.environ, "OBSERVATORY_DB": str(store.path)}
+    argv = streamlit_argv(args.host, args.port)
+    os.execve(argv[0], argv, env)  # never returns: this process becomes the server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="observatory")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub, lambda p: p.add_argument("--db", metavar="PATH", help="the store (default: $OBSERVATORY_DB or ./observatory.duckdb)"))
+    args = parser.parse_args(["dashboard", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return cmd_dashboard(args)
+    except ValueError as exc:
+        print(f"observatory dashboard: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
