@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(p)
     _add_format(p, ("table", "csv", "json"))
 
-    p = sub.add_parser("demo", help="the main job: import ../shared/traces and print the report", description="Import the real GPU traces in ../shared/traces into the store and print one summary line per run.")
+    p = sub.add_parser("demo", help="the main job: import ../shared/traces, profile both workloads, compare, open the dashboard",
+                       description="Import the real GPU traces in ../shared/traces and print one summary line per run; profile both "
+                       "workloads in their baseline and variants (sweeps/demo.toml) and compare them; then serve the dashboard.")
+    p.add_argument("--no-dashboard", action="store_true", help="stop after the comparison instead of serving the dashboard")
     _add_db(p)
     p.set_defaults(format="table")
 

@@ -136,7 +136,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"{created} new runs imported, {skipped} files not imported (reasons above)")
     summary_args = argparse.Namespace(db=args.db, run_id=None, definition="hta", format="table")
     _print_summary(store, summary_args)
-    return _demo_sweep(args)
+    _demo_sweep(args)
+    if args.no_dashboard:
+        return EXIT_OK
+    from app.dashboard.command import DEFAULT_PORT, LOOPBACK, cmd_dashboard
+
+    console.rule("the dashboard")
+    return cmd_dashboard(argparse.Namespace(db=str(store.path), port=DEFAULT_PORT, host=LOOPBACK))
 
 
 DEMO_SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "demo.toml"
@@ -151,7 +157,6 @@ def _demo_sweep(args: argparse.Namespace) -> int:
     for workload in ("diffusion-t2i", "llm-decode"):
         console.rule(f"{workload}: variants vs baseline")
         cmd_compare(argparse.Namespace(db=args.db, runs=[], workload=workload, format="table"))
-    return EXIT_OK
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
