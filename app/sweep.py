@@ -26,8 +26,10 @@ import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
+from app.runner import RunRequest, run_fields
 from store.db import Store
 from store.ingest import record_failed_run
 from workloads.base import RunOptions, all_workloads, get
@@ -193,9 +195,6 @@ def execute_one(run: SweepRun, sweep: Sweep, store: Store, run_id: str) -> tuple
             return "ok", run_id
         error = death_reason(done.returncode, done.stderr)
     if not store.has_run(run_id):  # the child did not live to store its own failure
-        from app.runner import RunRequest, run_fields
-        from datetime import datetime, timezone
-
         options = RunOptions(preset=run.preset, variant=run.variant, batch=run.batch, dtype=run.dtype,
                              steps=sweep.settings.get("steps"), device=sweep.settings.get("device", "cpu"))
         request = RunRequest(run.workload, options, sweep=sweep.name, sweep_key=run.key)
