@@ -71,6 +71,10 @@ class Workload:
             raise ValueError(f"--batch must be at least 1, got {options.batch}")
         if options.steps is not None and options.steps < 1:
             raise ValueError(f"--steps must be at least 1, got {options.steps}")
+        if options.device != "cpu" and not options.device.startswith("cuda"):
+            raise ValueError(f"--device: unknown device {options.device!r}; expected cpu or cuda")
+        if options.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {options.device}: no CUDA device on this machine")
         return RunOptions(**{**options.__dict__, "variant": variant})
 
 
