@@ -69,14 +69,14 @@ class Store:
                 row = con.execute("SELECT schema_version, parts_path, catalog_hash FROM observatory_meta").fetchone()
         except duckdb.Error:
             return False
-        return row == (SCHEMA_VERSION, self.parts.as_posix(), self._catalog_hash())
+        return row == (SCHEMA_VERSION, self.parts.as_posix(), self.catalog_hash())
 
     def _catalog_sql(self) -> list[str]:
         from store.views import ANALYSIS_VIEWS
 
         return [self._view_sql(table) for table in TABLES] + list(ANALYSIS_VIEWS)
 
-    def _catalog_hash(self) -> str:
+    def catalog_hash(self) -> str:
         return hashlib.sha256("\n;\n".join(self._catalog_sql()).encode()).hexdigest()[:16]
 
     def ensure(self) -> "Store":
@@ -100,7 +100,7 @@ class Store:
             for sql in self._catalog_sql():
                 con.execute(sql)
             con.execute("CREATE OR REPLACE TABLE observatory_meta (schema_version INTEGER, parts_path VARCHAR, catalog_hash VARCHAR)")
-            con.execute("INSERT INTO observatory_meta VALUES (?, ?, ?)", [SCHEMA_VERSION, self.parts.as_posix(), self._catalog_hash()])
+            con.execute("INSERT INTO observatory_meta VALUES (?, ?, ?)", [SCHEMA_VERSION, self.parts.as_posix(), self.catalog_hash()])
         return self
 
     def _write_empty_parts(self) -> None:

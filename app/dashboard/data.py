@@ -19,6 +19,7 @@ import streamlit as st
 
 from store.analysis import gpu_idle_breakdown, gpu_time_breakdown, host_overhead, kernel_stats
 from store.analysis.compare import category_shift, latency_stats, latest_per_variant, speedup
+from store import summaries
 from store.db import EMPTY_PART, Store, default_path
 
 RUN_COLUMNS = [
@@ -100,8 +101,8 @@ def _strip_suffix(name: str) -> str:
 def runs(path: str) -> pd.DataFrame:
     """Every run and imported trace, newest first, with display columns name, group, facet, date."""
     loaded_at(path)
-    with _cursor(path) as con:
-        frame = con.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY stored_at DESC, run_id").df()
+    frame = summaries.runs_table(Store(path)).select(RUN_COLUMNS).to_pandas()
+    frame = frame.sort_values(["stored_at", "run_id"], ascending=[False, True], ignore_index=True)
     return _display_names(frame)
 
 
@@ -126,8 +127,8 @@ def _json(text: str | None) -> dict:
 @st.cache_data(show_spinner="Summing operator time by category over every run ...")
 def category_times(path: str) -> pd.DataFrame:
     """The op_time_by_category view for every run: (run_id, rank, side, category, time_us, count, share_pct)."""
-    with _cursor(path) as con:
-        return con.execute("SELECT * FROM op_time_by_category ORDER BY run_id, side, time_us DESC").df()
+    frame = summaries.category_times(Store(path)).to_pandas()
+    return frame.sort_values(["run_id", "side", "time_us"], ascending=[True, True, False], ignore_index=True)
 
 
 @st.cache_data(show_spinner="Reading the run's kernels ...")
