@@ -80,7 +80,7 @@ def _runs_rows(store: Store, run_ids: list[str]) -> pa.Table:
 
 def _category_rows(store: Store, run_ids: list[str]) -> pa.Table:
     with store.connect_runs(run_ids) as con:
-        return con.execute("SELECT * FROM op_time_by_category").fetch_arrow_table()
+        return con.execute("SELECT * FROM op_time_by_category").to_arrow_table()
 
 
 def runs_table(store: Store) -> pa.Table:
