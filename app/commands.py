@@ -8,6 +8,7 @@ import duckdb
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
 from app.output import console, err_console, print_frame, print_json, records
+from store import summaries
 from store.db import Store, StoreError
 from store.ingest import find_traces, ingest_file
 from store.trace_reader import STREAM_THRESHOLD_BYTES, TraceError, decompressed_size
@@ -44,6 +45,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 results.append(_ingest_one(store, file, args.label, show_progress=args.format == "table"))
             except (TraceError, OSError) as exc:
                 failures.append(str(exc) if isinstance(exc, TraceError) else f"{file}: {exc.strerror or exc}")
+    if any(r.created for r in results):
+        summaries.refresh(store)
     for failure in failures:
         err_console.print(f"observatory ingest: error: {failure}", markup=False, highlight=False)
     if args.format == "json":
@@ -134,6 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             skipped += 1
             console.print(f"  not imported: {exc}", markup=False, highlight=False)
     console.print(f"{created} new runs imported, {skipped} files not imported (reasons above)")
+    summaries.refresh(store)
     summary_args = argparse.Namespace(db=args.db, run_id=None, definition="hta", format="table")
     _print_summary(store, summary_args)
     _demo_sweep(args)

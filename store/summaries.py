@@ -91,3 +91,9 @@ def runs_table(store: Store) -> pa.Table:
 def category_times(store: Store) -> pa.Table:
     """The op_time_by_category view's rows for every run."""
     return summary(store, "op_time_by_category", _category_rows)
+
+
+def refresh(store: Store) -> None:
+    """Bring every summary up to date (after imports or runs), so the next reader pays nothing."""
+    runs_table(store)
+    category_times(store)

@@ -237,6 +237,8 @@ def test_cli_ingest_json_lists_run_ids_and_sql_reads_them(tmp_path):
     done = observatory("ingest", str(SMALL), "--format", "json", "--label", "smoke", db=db)
     assert done.returncode == 0, done.stderr
     run_id = json.loads(done.stdout)["runs"][0]["run_id"]
+    summaries = sorted(p.name.split("-")[0] for p in (Store(db).parts / "summaries").glob("*.parquet"))
+    assert summaries == ["op_time_by_category", "runs"], "ingest leaves the dashboard's summaries up to date"
     sql = observatory("sql", f"SELECT label, rank FROM runs WHERE run_id = '{run_id}'", "--format", "json", db=db)
     assert json.loads(sql.stdout) == [{"label": "smoke", "rank": 0}]
     assert observatory("sql", "SELEC 1", db=db).returncode == 1
