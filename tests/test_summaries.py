@@ -49,3 +49,16 @@ def test_a_summary_file_that_is_unreadable_is_rebuilt(tmp_path):
 def test_no_store_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="no store here yet"):
         summaries.runs_table(Store(tmp_path / "none.duckdb"))
+
+
+def test_top_cpu_operators_add_up_to_the_cpu_category_time(tmp_path):
+    from store.analysis.operators import top_cpu_operators
+
+    store = Store(tmp_path / "o.duckdb").ensure()
+    run_id = ingest_file(store, FIRST).run_id
+    with store.connect_runs([run_id]) as con:
+        operators = top_cpu_operators(con, run_id, limit=100_000)
+        cpu_total = con.execute("SELECT sum(time_us) FROM op_time_by_category WHERE side = 'cpu'").fetchone()[0]
+    assert operators["self_us"].sum() == pytest.approx(cpu_total)
+    assert list(operators["self_us"]) == sorted(operators["self_us"], reverse=True)
+    assert operators["self_share_pct"].sum() == pytest.approx(100)

@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from store.analysis import gpu_idle_breakdown, gpu_time_breakdown, host_overhead, kernel_stats
+from store.analysis.operators import top_cpu_operators
 from store.analysis.compare import category_shift, latency_stats, latest_per_variant, speedup
 from store import summaries
 from store.db import EMPTY_PART, Store, default_path
@@ -137,20 +138,10 @@ def top_kernels(path: str, run_id: str) -> pd.DataFrame:
         return kernel_stats(con, run_id)
 
 
-# Per CPU operator name of one run: self time (without nested operators) and total duration.
-# An aggregation the store's analyses do not have yet (kernel_stats covers device ops only).
-TOP_OPERATORS_SQL = """
-SELECT name, any_value(category) AS category, count(*) AS count, sum(self_us) AS self_us, sum(dur_us) AS total_us,
-       100 * sum(self_us) / nullif(sum(sum(self_us)) OVER (), 0) AS self_share_pct
-FROM events WHERE run_id = ? AND ph = 'X' AND cat = 'cpu_op'
-GROUP BY name ORDER BY self_us DESC, name LIMIT ?
-"""
-
-
 @st.cache_data(show_spinner="Reading the run's operators ...")
 def top_operators(path: str, run_id: str, limit: int = 25) -> pd.DataFrame:
     with _cursor(path, (run_id,)) as con:
-        return con.execute(TOP_OPERATORS_SQL, [run_id, limit]).df()
+        return top_cpu_operators(con, run_id, limit)
 
 
 # -- compare ------------------------------------------------------------------------------
