@@ -11,6 +11,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from store.analysis._sql import plain_rows
+
 # Never wrap: an error is one line, and tables piped to a file keep their rows whole.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -27,7 +29,8 @@ def _plain(value: Any) -> Any:
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
-    return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    """JSON-ready rows (timestamps are written by print_json's default)."""
+    return plain_rows(frame)
 
 
 def print_json(document: Any) -> None:

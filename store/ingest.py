@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from store.db import StagedRun, Store
 from store.enrich import Narrow, category_rules_path, global_columns, load_rules, local_columns
 from store.schema import SCHEMA_VERSION, TABLES
-from store.trace_reader import STREAM_THRESHOLD_BYTES, TraceHeader, decompressed_size, read_trace
+from store.trace_reader import TraceHeader, read_trace
 
 TRACE_SUFFIXES = (".json", ".json.gz")
 
@@ -167,8 +167,7 @@ def ingest_file(
         return IngestResult(path, run_id, created=False)
 
     with store.stage() as staged:
-        huge = decompressed_size(path) > STREAM_THRESHOLD_BYTES
-        held = _BatchStore(staged.scratch / "events.parquet" if huge else None)
+        held = _BatchStore(staged.scratch / "events.parquet" if header.streamed else None)
         narrow, cats, hip, device_events, count, first_ts = Narrow(), set(), False, 0, 0, None
         for batch in batches:  # pass 1: per-batch columns, and the narrow columns pass 2 needs
             local = local_columns(batch, rules)

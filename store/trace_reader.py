@@ -89,6 +89,7 @@ class TraceHeader:
     distributed_info: dict = field(default_factory=dict)
     device_properties: list = field(default_factory=list)
     schema_version: str | None = None
+    streamed: bool = False  # read with ijson in batches (a file over STREAM_THRESHOLD_BYTES)
 
 
 def _json_or_empty(raw: msgspec.Raw, empty):
@@ -281,6 +282,7 @@ def read_streaming(path: Path, progress: Callable[[int], None] | None = None) ->
     import ijson
 
     header = _read_header_streaming(path)
+    header.streamed = True
 
     def batches() -> Iterator[pa.RecordBatch]:
         raw, stream = _open_stream(path)

@@ -125,9 +125,6 @@ def test_streaming_path_gives_the_same_events(store, monkeypatch, tmp_path):
     whole = ingest_file(store, SMALL)
     monkeypatch.setattr(trace_reader, "STREAM_THRESHOLD_BYTES", 1000)
     monkeypatch.setattr(trace_reader, "BATCH_EVENTS", 700)  # several batches, spilled to disk
-    import store.ingest as ingest_module
-
-    monkeypatch.setattr(ingest_module, "STREAM_THRESHOLD_BYTES", 1000)
     other = Store(tmp_path / "streamed.duckdb").ensure()
     streamed = ingest_file(other, SMALL)
     query = "SELECT cat, name, ts_us, dur_us, stream, correlation, step, depth, self_us, category FROM events ORDER BY event_idx"

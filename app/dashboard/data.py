@@ -8,7 +8,6 @@ may) and its views read only committed run folders, each whole or absent.
 from __future__ import annotations
 
 import json
-import os
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +20,7 @@ from store.analysis import gpu_idle_breakdown, gpu_time_breakdown, host_overhead
 from store.analysis.operators import top_cpu_operators
 from store.analysis.compare import category_shift, latency_stats, latest_per_variant, speedup
 from store import summaries
-from store.db import EMPTY_PART, Store, default_path
+from store.db import Store, default_path
 
 RUN_COLUMNS = [
     "run_id", "source", "workload", "variant", "label", "preset", "batch", "dtype", "device", "device_name",
@@ -38,10 +37,7 @@ def store_path() -> str:
 def committed_run_count(path: str) -> int | None:
     """Run folders in the store now (not cached: a directory listing); None without a store."""
     store = Store(path)
-    if not store.exists():
-        return None
-    with os.scandir(store.runs_dir) as entries:
-        return sum(1 for e in entries if e.is_dir() and e.name != EMPTY_PART)
+    return len(summaries.committed_runs(store)) if store.exists() else None
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

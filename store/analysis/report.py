@@ -4,7 +4,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from store.analysis._sql import check_run
+from store.analysis._sql import check_run, plain_rows as _rows
 from store.analysis.categories import op_time_by_category
 from store.analysis.gpu_time import gpu_time_breakdown
 from store.analysis.host import host_overhead
@@ -13,11 +13,6 @@ from store.analysis.kernels import kernel_launches, kernel_stats
 
 RUN_FIELDS = ["run_id", "source", "source_path", "label", "workload", "variant", "preset", "device", "device_name", "rank", "world_size", "status", "error", "event_count", "trace_path"]
 TEMPORAL_FIELDS = ["rank", "idle_us", "compute_us", "non_compute_us", "kernel_span_us", "idle_pct", "compute_pct", "non_compute_pct"]
-
-
-def _rows(frame: pd.DataFrame) -> list[dict]:
-    """Records with None for missing values (NaN, NA), so the document is plain JSON."""
-    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
 
 
 def _launch_delay_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
