@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 import duckdb
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 
 from app.output import console, err_console, print_frame, print_json, records
 from store import summaries
@@ -23,14 +23,19 @@ def open_store(args: argparse.Namespace) -> Store:
 def _ingest_one(store: Store, path: Path, label: str | None, show_progress: bool):
     if not show_progress or decompressed_size(path) <= STREAM_THRESHOLD_BYTES:
         return ingest_file(store, path, label=label)
-    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    columns = ("[progress.description]{task.description}", BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task(f"importing {path.name}", total=path.stat().st_size)
-        return ingest_file(store, path, label=label, progress=lambda n: bar.advance(task, n))
+        tasks = {stage: bar.add_task(f"{stage} {path.name}", total=None, start=False) for stage in ("reading", "writing")}
+
+        def show(stage: str, done: int, total: int) -> None:
+            bar.start_task(tasks[stage])
+            bar.update(tasks[stage], completed=done, total=total)
+
+        return ingest_file(store, path, label=label, progress=show)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    store = open_store(args).ensure()
+    store = open_store(args)  # created by the first import that succeeds, not before
     results, failures = [], []
     for given in args.paths:
         path = Path(given)
@@ -47,12 +52,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 failures.append(str(exc) if isinstance(exc, TraceError) else f"{file}: {exc.strerror or exc}")
     if any(r.created for r in results):
         summaries.refresh(store)
+    for r in results:
+        for warning in r.warnings:
+            err_console.print(f"observatory ingest: warning: {r.path}: {warning}", markup=False, highlight=False)
     for failure in failures:
         err_console.print(f"observatory ingest: error: {failure}", markup=False, highlight=False)
     if args.format == "json":
         print_json(
             {
-                "runs": [{"run_id": r.run_id, "path": str(r.path), "created": r.created, "events": r.event_count} for r in results],
+                "runs": [{"run_id": r.run_id, "path": str(r.path), "created": r.created, "events": r.event_count, "warnings": r.warnings}
+                         for r in results],
                 "errors": failures,
             }
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import socket
 import traceback
 from dataclasses import asdict, dataclass
@@ -85,44 +86,43 @@ def execute(store: Store, request: RunRequest, run_id: str | None = None) -> str
     run_id = run_id or new_run_id()
     started = datetime.now(timezone.utc)
     fields = run_fields(request, options, started)
-    store.ensure()
-    logdir = store.parts / "traces" / f"{request.workload}-{options.variant}"
+    scratch = store.scratch_folder()  # the profiler's trace waits here, then moves into the run's folder
     try:
-        built = workload.build(options)
-        config = ProfileConfig(
-            logdir=logdir,
-            worker_name=run_id,
-            warmup_steps=request.warmup,
-            active_steps=request.active_steps,
-            timed_repeats=request.repeats,
-            device=options.device,
-        )
-        result = profile(built, config)
-    except Exception as exc:  # any failure of the workload is the run's result, stored with its error
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if isinstance(exc, MemoryError):
-            error += " (out of memory)"
-        record_failed_run(store, run_id, error=error, environment=json.dumps({"traceback": traceback.format_exc(limit=8)}), **fields)
-        raise RunFailed(run_id, error) from exc
+        try:
+            built = workload.build(options)
+            config = ProfileConfig(
+                logdir=scratch,
+                worker_name=run_id,
+                warmup_steps=request.warmup,
+                active_steps=request.active_steps,
+                timed_repeats=request.repeats,
+                device=options.device,
+            )
+            result = profile(built, config)
+        except Exception as exc:  # any failure of the workload is the run's result, stored with its error
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if isinstance(exc, MemoryError):
+                error += " (out of memory)"
+            record_failed_run(store, run_id, error=error, environment=json.dumps({"traceback": traceback.format_exc(limit=8)}), **fields)
+            raise RunFailed(run_id, error) from exc
 
-    environment = {
-        **result.environment,
-        "telemetry_status": result.telemetry_status,
-        "warmup_us": result.warmup_us,
-        "phase_warmup_us": result.phase_warmup_us,
-        "info": {k: v for k, v in built.info.items() if isinstance(v, (int, float, str, bool, type(None)))},
-    }
-    extra = {
-        "latency": _table(result.latency, tuple(TABLES["latency"].names)),
-        "attention_calls": _table(result.attention_calls, tuple(TABLES["attention_calls"].names)),
-        "telemetry": _table(result.telemetry, tuple(TABLES["telemetry"].names)),
-        "metrics": _table(result.metrics, tuple(TABLES["metrics"].names)),
-    }
-    fields.update(device_name=result.environment.get("device_name"), environment=json.dumps(environment, default=str))
-    ingest_file(
-        store,
-        Path(result.trace_path),
-        run=RunInfo(run_id=run_id, fields=fields, extra_tables={k: v for k, v in extra.items() if v.num_columns}),
-    )
+        environment = {
+            **result.environment,
+            "telemetry_status": result.telemetry_status,
+            "warmup_us": result.warmup_us,
+            "phase_warmup_us": result.phase_warmup_us,
+            "info": {k: v for k, v in built.info.items() if isinstance(v, (int, float, str, bool, type(None)))},
+        }
+        extra = {
+            "latency": _table(result.latency, tuple(TABLES["latency"].names)),
+            "attention_calls": _table(result.attention_calls, tuple(TABLES["attention_calls"].names)),
+            "telemetry": _table(result.telemetry, tuple(TABLES["telemetry"].names)),
+            "metrics": _table(result.metrics, tuple(TABLES["metrics"].names)),
+        }
+        fields.update(device_name=result.environment.get("device_name"), environment=json.dumps(environment, default=str))
+        run = RunInfo(run_id=run_id, fields=fields, extra_tables={k: v for k, v in extra.items() if v.num_columns}, owns_trace=True)
+        ingest_file(store, Path(result.trace_path), run=run)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     summaries.refresh(store)  # the dashboard's all-runs reads stay incremental
     return run_id

@@ -3,15 +3,22 @@
 Layout beside the database file `observatory.duckdb`:
 
     observatory.parts/
-        runs/<run_id>/<table>.parquet   one folder per run, complete or absent
+        runs/<run_id>/<table>.parquet   one folder per run, complete or absent (with the
+                                        profiler trace of a run profiled here)
         runs/_empty/<table>.parquet     a zero-row part of each table's current schema
-        staging/                        writers build a run folder here, then rename it
+        staging/<owner>~<id>/           writers build a run folder here, then rename it
+        catalog.duckdb                  the catalog Observatory's readers open
 
-Writers never open the .duckdb file: they write a run's Parquet files into a staging
+Writers never open a catalog for writing: they write a run's Parquet files into a staging
 folder, fsync them, and rename the folder into runs/ (atomic on one filesystem), so a
 reader sees a run whole or not at all, and any number of writers and readers work at once.
-The .duckdb file holds only views (and the schema version); it is written when the store is
-created or upgraded, then opened read-only, which DuckDB allows for many processes at once.
+A catalog holds only views (and the schema version); it is written whole under a private
+name and renamed into place when the store is created or upgraded, then opened read-only,
+which DuckDB allows for many processes at once. `observatory.duckdb` is the same catalog for
+users' own DuckDB clients: one holding it open, even for writing, blocks nothing here.
+
+A staging folder's name carries its owner (store/owners.py); the next writer removes the
+folders of owners that died (a killed import, a crashed run) on this host.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from store.owners import Owner
 from store.schema import SCHEMA_VERSION, TABLES, conform, empty_table
 
 DEFAULT_DB = "observatory.duckdb"
@@ -33,6 +41,19 @@ EMPTY_PART = "_empty"
 
 class StoreError(RuntimeError):
     """A problem with the store itself; the message names the path."""
+
+
+def readable(name: str, table: pa.Table) -> pa.Table:
+    """`table` if every reader can read it back (valid UTF-8 strings, consistent buffers), else an error.
+
+    Every part goes through here before it is written, so no commit can leave a part that breaks
+    a reader: the import repairs what it can first (store/utf8.py), and this is the last guard.
+    """
+    try:
+        table.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise StoreError(f"table {name!r}: refusing to store a part readers could not read ({exc})") from None
+    return table
 
 
 def default_path() -> Path:
@@ -49,11 +70,18 @@ def _fsync_dir(path: Path) -> None:
 
 class Store:
     def __init__(self, path: str | os.PathLike | None = None):
-        self.path = Path(path) if path is not None else default_path()
-        self.path = self.path.absolute()
+        given = Path(path) if path is not None else default_path()
+        self.path = given.absolute()
+        if not self.path.name or self.path.name in (".", ".."):
+            raise StoreError(f"{given}: not a store path; expected a database file such as ./observatory.duckdb")
+        if self.path.is_dir():
+            raise StoreError(f"{given}: is a folder; expected the store's database file (e.g. {given / DEFAULT_DB})")
         self.parts = self.path.with_suffix(".parts")
         self.runs_dir = self.parts / "runs"
         self.staging_dir = self.parts / "staging"
+        # The catalog Observatory's own readers open: a copy of the one at `path` that no user
+        # client holds open for writing, so such a client never blocks a read.
+        self.catalog_path = self.parts / "catalog.duckdb"
 
     # -- layout and catalog -------------------------------------------------------------
     def exists(self) -> bool:
@@ -64,8 +92,10 @@ class Store:
         return f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', union_by_name = true)"
 
     def _catalog_current(self) -> bool:
+        if not self.path.exists():
+            return False
         try:
-            with duckdb.connect(str(self.path), read_only=True) as con:
+            with duckdb.connect(str(self.catalog_path), read_only=True) as con:
                 row = con.execute("SELECT schema_version, parts_path, catalog_hash FROM observatory_meta").fetchone()
         except duckdb.Error:
             return False
@@ -80,28 +110,35 @@ class Store:
         return hashlib.sha256("\n;\n".join(self._catalog_sql()).encode()).hexdigest()[:16]
 
     def ensure(self) -> "Store":
-        """Create the store, or upgrade its catalog when the schema or its location changed."""
-        if self.path.is_dir():
-            raise StoreError(f"{self.path}: is a folder; --db expects a database file path")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.staging_dir.mkdir(parents=True, exist_ok=True)
-        self._write_empty_parts()
-        if self.path.exists() and self._catalog_current():
-            return self
+        """Create the store, or rebuild its catalog when the schema or its location changed.
+
+        Any number of processes may do this at once, and while readers and DuckDB clients hold
+        the catalog open: each writes a complete new catalog file under a private name and renames
+        it over the old one (atomic); a client that had the old file open keeps reading it.
+        """
         try:
-            con = duckdb.connect(str(self.path))
-        except duckdb.IOException as exc:
-            raise StoreError(
-                f"{self.path}: cannot upgrade the store's catalog while another process has it open ({exc}); "
-                "close the dashboard or other DuckDB clients and retry"
-            ) from None
-        with con:
-            for sql in self._catalog_sql():
-                con.execute(sql)
-            con.execute("CREATE OR REPLACE TABLE observatory_meta (schema_version INTEGER, parts_path VARCHAR, catalog_hash VARCHAR)")
-            con.execute("INSERT INTO observatory_meta VALUES (?, ?, ?)", [SCHEMA_VERSION, self.parts.as_posix(), self.catalog_hash()])
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            self.staging_dir.mkdir(parents=True, exist_ok=True)
+            self._write_empty_parts()
+            if not self._catalog_current():
+                for target in (self.catalog_path, self.path):
+                    self._write_catalog(target)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create or update the store here ({exc.strerror or exc}: {exc.filename or self.parts})") from None
         return self
+
+    def _write_catalog(self, target: Path) -> None:
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with duckdb.connect(str(tmp)) as con:
+                for sql in self._catalog_sql():
+                    con.execute(sql)
+                con.execute("CREATE TABLE observatory_meta (schema_version INTEGER, parts_path VARCHAR, catalog_hash VARCHAR)")
+                con.execute("INSERT INTO observatory_meta VALUES (?, ?, ?)", [SCHEMA_VERSION, self.parts.as_posix(), self.catalog_hash()])
+            os.replace(tmp, target)
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+                leftover.unlink(missing_ok=True)
 
     def _write_empty_parts(self) -> None:
         empty_dir = self.runs_dir / EMPTY_PART
@@ -121,9 +158,9 @@ class Store:
             raise StoreError(f"{self.path}: no store here yet; run `observatory ingest PATH` or `observatory run WORKLOAD` first")
         self.ensure()
         try:
-            return duckdb.connect(str(self.path), read_only=True)
+            return duckdb.connect(str(self.catalog_path), read_only=True)
         except duckdb.Error as exc:
-            raise StoreError(f"{self.path}: cannot open the store ({exc})") from None
+            raise StoreError(f"{self.path}: cannot open the store ({str(exc).splitlines()[0]})") from None
 
     def connect_runs(self, run_ids: list[str] | tuple[str, ...]) -> duckdb.DuckDBPyConnection:
         """An in-memory connection whose tables and analysis views cover only these runs.
@@ -154,7 +191,26 @@ class Store:
         if not self.exists():  # writers touch the catalog only to create it
             self.ensure()
         self.staging_dir.mkdir(parents=True, exist_ok=True)
+        self.clear_dead_writers()
         return StagedRun(self)
+
+    def scratch_folder(self) -> Path:
+        """A private folder for files a writer makes before its run is staged (a profiler trace);
+        removed with the rest of a dead writer's leftovers."""
+        self.ensure()
+        folder = self.staging_dir / f"{Owner.current().tag}~{uuid.uuid4().hex}.scratch"
+        folder.mkdir(parents=True)
+        return folder
+
+    def clear_dead_writers(self) -> list[str]:
+        """Remove staging folders whose owner process is gone; returns their names."""
+        cleared = []
+        for entry in os.scandir(self.staging_dir):
+            owner = Owner.parse(entry.name.rsplit("~", 1)[0])
+            if owner is not None and not owner.is_alive():
+                shutil.rmtree(entry.path, ignore_errors=True)
+                cleared.append(entry.name)
+        return cleared
 
 
 class StagedRun:
@@ -162,9 +218,9 @@ class StagedRun:
 
     def __init__(self, store: Store):
         self.store = store
-        self.dir = store.staging_dir / f"{uuid.uuid4().hex}"
+        self.dir = store.staging_dir / f"{Owner.current().tag}~{uuid.uuid4().hex}"
         self.dir.mkdir(parents=True)
-        self.scratch = self.dir.with_suffix(".scratch")  # temporary files that are not part of the run
+        self.scratch = self.dir.with_name(self.dir.name + ".scratch")  # temporary files that are not part of the run
         self.tables: set[str] = set()
 
     def path_for(self, table: str) -> Path:
@@ -173,8 +229,13 @@ class StagedRun:
         self.tables.add(table)
         return self.dir / f"{table}.parquet"
 
+    def attach(self, file: Path) -> str:
+        """Move `file` into the run's folder (it is committed with the run); returns its name there."""
+        os.replace(file, self.dir / file.name)
+        return file.name
+
     def write(self, table: str, data: pa.Table) -> None:
-        pq.write_table(conform(table, data), self.path_for(table), compression="zstd")
+        pq.write_table(readable(table, conform(table, data)), self.path_for(table), compression="zstd")
 
     def commit(self, run_id: str) -> bool:
         """Move the run into place; False (and nothing changed) when the run id already exists."""

@@ -127,7 +127,7 @@ class Narrow:
 
         name, cat, ph = batch.column("name"), local["cat"], batch.column("ph")
         complete = pc.fill_null(pc.equal(ph, "X"), False)
-        step_match = pc.struct_field(pc.extract_regex(name, r"^ProfilerStep#(?P<n>\d+)"), [0])
+        step_match = pc.struct_field(pc.extract_regex(name, r"^ProfilerStep#(?P<n>\d{1,9})(?:\D|$)"), [0])
         on_device = numpy(local["on_device"], False)
         self.ts.append(numpy(batch.column("ts_us"), np.nan))
         self.dur.append(numpy(batch.column("dur_us"), np.nan))

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from store.db import StagedRun, Store
+from store.db import StagedRun, Store, readable
 from store.enrich import Narrow, category_rules_path, global_columns, load_rules, local_columns
 from store.schema import SCHEMA_VERSION, TABLES
 from store.trace_reader import TraceHeader, read_trace
@@ -35,6 +35,7 @@ class IngestResult:
     run_id: str
     created: bool  # False: the same content was already in the store
     event_count: int = 0
+    warnings: list[str] = field(default_factory=list)  # what the import repaired, one line each
 
 
 @dataclass
@@ -44,6 +45,7 @@ class RunInfo:
     run_id: str | None = None
     fields: dict = field(default_factory=dict)
     extra_tables: dict[str, pa.Table] = field(default_factory=dict)
+    owns_trace: bool = False  # the trace was made for this run: it moves into the run's folder
 
 
 def file_sha256(path: Path) -> str:
@@ -108,9 +110,24 @@ def _device_summary(header: TraceHeader, cats: set[str], runtime_names_hip: bool
     }
 
 
-def _write_events(staged: StagedRun, run_id: str, rank, batches: Iterable[pa.RecordBatch], extra: dict[str, np.ndarray]) -> None:
+def _bytes_read(path: Path, progress: Callable[[str, int, int], None] | None) -> Callable[[int], None] | None:
+    """The reader's callback (bytes read since its last call) as `progress("reading", done, total)`."""
+    if progress is None:
+        return None
+    total, done = path.stat().st_size, 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        progress("reading", done, total)
+
+    return advance
+
+
+def _write_events(staged: StagedRun, run_id: str, rank, batches: Iterable[pa.RecordBatch], extra: dict[str, np.ndarray],
+                  progress: Callable[[str, int, int], None] | None = None) -> None:
     schema = TABLES["events"]
-    offset = 0
+    offset, total = 0, len(extra["step"])
     with pq.ParquetWriter(staged.path_for("events"), schema, compression="lz4") as writer:
         for batch in batches:
             n = batch.num_rows
@@ -123,7 +140,9 @@ def _write_events(staged: StagedRun, run_id: str, rank, batches: Iterable[pa.Rec
             in_attention = pa.array(extra["attention_scope"][offset : offset + n])
             columns["category"] = pc.if_else(in_attention, pa.scalar("attention"), columns["category"])
             offset += n
-            writer.write_table(pa.Table.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema))
+            if progress is not None:
+                progress("writing", offset, total)
+            writer.write_table(readable("events", pa.Table.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema)))
 
 
 def _nullable(values: np.ndarray, missing: int) -> pa.Array:
@@ -153,14 +172,18 @@ def ingest_file(
     path: Path,
     label: str | None = None,
     run: RunInfo | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> IngestResult:
-    """Import one trace file as one run; all-or-nothing, and a no-op for content already stored."""
+    """Import one trace file as one run; all-or-nothing, and a no-op for content already stored.
+
+    `progress(stage, done, total)` follows a streamed import: stage "reading" counts the file's
+    bytes, then "writing" counts events written to the run's parts.
+    """
     run = run or RunInfo()
     path = Path(path)
     rules = category_rules_path()
     load_rules(rules)  # a broken rules file fails before any work
-    header, batches = read_trace(path, progress)  # raises TraceError naming the file
+    header, batches = read_trace(path, _bytes_read(path, progress))  # raises TraceError naming the file
     sha = file_sha256(path)
     run_id = run.run_id or f"t-{sha[:16]}"
     if store.has_run(run_id):
@@ -185,26 +208,40 @@ def ingest_file(
         del narrow
         fields = _device_summary(header, cats, hip, device_events)
         rank = run.fields.get("rank", fields["rank"])
-        _write_events(staged, run_id, rank, held, extra)
-        started = run.fields.get("started_at")
-        if started is None and first_ts and first_ts > 1e15:  # Kineto: microseconds since the epoch
-            started = datetime.fromtimestamp(first_ts / 1e6, tz=timezone.utc)
+        _write_events(staged, run_id, rank, held, extra, progress)
+        started = run.fields.get("started_at") or _wall_clock(first_ts)
+        warnings = [w for w in (header.repair.warning(),) if w]
         row = run_row(
             run_id,
             source="import",
             source_path=str(path.absolute()),
             content_sha256=sha,
             label=label,
-            environment=json.dumps({"trace_schema_version": header.schema_version, "device_properties": header.device_properties}),
+            environment=json.dumps({"trace_schema_version": header.schema_version, "device_properties": header.device_properties,
+                                    "import_warnings": warnings}),
             trace_path=str(path.absolute()),
             event_count=count,
             **fields,
             started_at=started,
         )
-        staged.write("runs", pa.Table.from_pylist([{**row, **run.fields}]))
         for table, data in run.extra_tables.items():
             if "run_id" not in data.column_names:
                 data = data.append_column("run_id", pa.array([run_id] * data.num_rows, pa.string()))
             staged.write(table, data)
+        row.update(run.fields)
+        if run.owns_trace:
+            row["trace_path"] = row["source_path"] = str(store.runs_dir / run_id / staged.attach(path))
+        staged.write("runs", pa.Table.from_pylist([row]))
         created = staged.commit(run_id)
-    return IngestResult(path, run_id, created=created, event_count=count)
+    return IngestResult(path, run_id, created=created, event_count=count, warnings=warnings)
+
+
+# Kineto timestamps are microseconds since the Unix epoch; a trace with others (relative clocks,
+# a corrupt value) has no start time rather than an impossible one.
+_EPOCH_RANGE_US = (1e15, 4.1e15)  # 2001 to 2099
+
+
+def _wall_clock(ts_us: float | None) -> datetime | None:
+    if ts_us is None or not _EPOCH_RANGE_US[0] < ts_us < _EPOCH_RANGE_US[1]:
+        return None
+    return datetime.fromtimestamp(ts_us / 1e6, tz=timezone.utc)

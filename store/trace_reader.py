@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from store import utf8
+
 STREAM_THRESHOLD_BYTES = 256 * 1024**2
 BATCH_EVENTS = 25_000
 
@@ -41,6 +43,7 @@ RAW_SCHEMA = pa.schema(
 )
 
 
+_NO_EVENTS = "no events: its 'traceEvents' array is empty"
 _EXECUTION_TRACE = (
     "this is a PyTorch Execution Trace (it has 'nodes', no 'traceEvents'), not a Kineto trace; "
     "import the Kineto trace recorded beside it"
@@ -78,7 +81,7 @@ class _Trace(msgspec.Struct, gc=False):
     traceEvents: list[msgspec.Raw] | None = None  # decoded into _Event a batch at a time
     distributedInfo: msgspec.Raw = msgspec.Raw(b"")
     deviceProperties: msgspec.Raw = msgspec.Raw(b"")
-    schemaVersion: int | str | None = None
+    schemaVersion: msgspec.Raw = msgspec.Raw(b"")  # 1, "1.0.3", ...: kept as text
     nodes: msgspec.Raw = msgspec.Raw(b"")  # present only in PyTorch Execution Traces
 
 
@@ -90,6 +93,14 @@ class TraceHeader:
     device_properties: list = field(default_factory=list)
     schema_version: str | None = None
     streamed: bool = False  # read with ijson in batches (a file over STREAM_THRESHOLD_BYTES)
+    # what the import repaired (invalid UTF-8); a streamed file's is known once its batches are read
+    repair: utf8.Repair = field(default_factory=utf8.Repair)
+
+    def __post_init__(self) -> None:  # a header of the wrong JSON type tells nothing
+        if not isinstance(self.distributed_info, dict):
+            self.distributed_info = {}
+        if not isinstance(self.device_properties, list):
+            self.device_properties = []
 
 
 def _json_or_empty(raw: msgspec.Raw, empty):
@@ -123,9 +134,23 @@ def _ints(values: list) -> pa.Array:
         return pa.array([v if type(v) is int and -(2**63) <= v < 2**63 else None for v in values], pa.int64())
 
 
+_NO_IDS = _Ids()
+
+
+def _ids_of(raw: msgspec.Raw) -> _Ids:
+    """One event's ids; args that are not an object, or ids of odd types, give none."""
+    try:
+        return msgspec.json.decode(raw, type=_Ids) if len(raw) else _NO_IDS
+    except msgspec.ValidationError:
+        return _NO_IDS
+
+
 def _batch(events: list[_Event]) -> pa.RecordBatch:
     raws = [e.args for e in events]
-    ids = msgspec.json.decode(b"[" + b",".join([r if len(r) else b"{}" for r in raws]) + b"]", type=list[_Ids])
+    try:
+        ids = msgspec.json.decode(b"[" + b",".join([r if len(r) else b"{}" for r in raws]) + b"]", type=list[_Ids])
+    except msgspec.ValidationError:  # some event's args are odd: decode them one by one
+        ids = [_ids_of(raw) for raw in raws]
     columns = [
         pa.array([e.ph for e in events], pa.string()),
         pa.array([e.cat for e in events], pa.string()),
@@ -192,6 +217,7 @@ def read_whole(path: Path) -> tuple[TraceHeader, Iterator[pa.RecordBatch]]:
     data = _read_bytes(path)
     if len(data) < 64 and not data.strip():
         raise TraceError(f"{path}: empty file")
+    data, repair = utf8.repair(data)
     try:
         trace = msgspec.json.decode(data, type=_Trace | list[msgspec.Raw])
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -203,18 +229,21 @@ def read_whole(path: Path) -> tuple[TraceHeader, Iterator[pa.RecordBatch]]:
         header = TraceHeader(
             distributed_info=_json_or_empty(trace.distributedInfo, {}) or {},
             device_properties=_json_or_empty(trace.deviceProperties, []) or [],
-            schema_version=_text(trace.schemaVersion),
+            schema_version=_raw_text([trace.schemaVersion])[0].as_py(),
+            repair=repair,
         )
     except msgspec.DecodeError as exc:
         raise _decode_error(path, exc) from None
     raws = trace.traceEvents
+    if not raws:
+        raise TraceError(f"{path}: {_NO_EVENTS}")
 
     def batches() -> Iterator[pa.RecordBatch]:
         for start in range(0, len(raws), BATCH_EVENTS):
             chunk = b"[" + b",".join(raws[start : start + BATCH_EVENTS]) + b"]"
             try:
                 events = msgspec.json.decode(chunk, type=list[_Event])
-            except msgspec.ValidationError as exc:
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise TraceError(f"{path}: not a Kineto/Chrome trace: {_shift_index(str(exc), start)}") from None
             yield _batch(events)
 
@@ -229,8 +258,9 @@ def _shift_index(message: str, offset: int) -> str:
 
 
 def _open_stream(path: Path):
+    """(the file, its JSON bytes with invalid UTF-8 repaired): read the second, ask the first how far it got."""
     raw = path.open("rb")
-    return raw, (gzip.GzipFile(fileobj=raw) if _is_gzip(path) else raw)
+    return raw, utf8.RepairingReader(gzip.GzipFile(fileobj=raw) if _is_gzip(path) else raw)
 
 
 def _stream_error(path: Path, exc: Exception) -> TraceError:
@@ -288,10 +318,10 @@ def read_streaming(path: Path, progress: Callable[[int], None] | None = None) ->
         raw, stream = _open_stream(path)
         encoder = msgspec.json.Encoder()
         pending: list[_Event] = []
-        consumed = 0
+        consumed, index = 0, -1
         try:
-            for ev in ijson.items(stream, "traceEvents.item", use_float=True):
-                pending.append(_from_dict(path, ev, encoder))
+            for index, ev in enumerate(ijson.items(stream, "traceEvents.item", use_float=True)):
+                pending.append(_from_dict(path, index, ev, encoder))
                 if len(pending) >= BATCH_EVENTS:
                     yield _batch(pending)
                     pending = []
@@ -300,6 +330,9 @@ def read_streaming(path: Path, progress: Callable[[int], None] | None = None) ->
                         consumed = raw.tell()
             if pending:
                 yield _batch(pending)
+            elif index < 0:
+                raise TraceError(f"{path}: {_NO_EVENTS}")
+            header.repair = stream.report
             if progress is not None:
                 progress(raw.tell() - consumed)
         except TraceError:
@@ -312,20 +345,31 @@ def read_streaming(path: Path, progress: Callable[[int], None] | None = None) ->
     return header, batches()
 
 
-def _from_dict(path: Path, ev, encoder: msgspec.json.Encoder) -> _Event:
+_TEXT, _NUMBER = (str,), (int, float)
+
+
+def _from_dict(path: Path, index: int, ev, encoder: msgspec.json.Encoder) -> _Event:
+    """One streamed event, with the types the in-memory path's typed decode demands."""
     if not isinstance(ev, dict):
-        raise TraceError(f"{path}: not a Kineto/Chrome trace: an event is a {type(ev).__name__}, expected an object")
-    args = ev.get("args")
+        raise TraceError(f"{path}: not a Kineto/Chrome trace: $.traceEvents[{index}] is a {type(ev).__name__}, expected an object")
+
+    def typed(key: str, kinds: tuple[type, ...]):
+        value = ev.get(key)
+        if value is None or type(value) in kinds:
+            return value
+        expected = "str" if kinds is _TEXT else "float"
+        raise TraceError(f"{path}: not a Kineto/Chrome trace: Expected `{expected} | null`, got `{type(value).__name__}` - at `$.traceEvents[{index}].{key}`")
+
     return _Event(
-        ph=ev.get("ph"),
-        cat=ev.get("cat"),
-        name=ev.get("name"),
+        ph=typed("ph", _TEXT),
+        cat=typed("cat", _TEXT),
+        name=typed("name", _TEXT),
         pid=_raw_or_empty(ev.get("pid"), encoder),
         tid=_raw_or_empty(ev.get("tid"), encoder),
-        ts=ev.get("ts"),
-        dur=ev.get("dur"),
+        ts=typed("ts", _NUMBER),
+        dur=typed("dur", _NUMBER),
         id=_raw_or_empty(ev.get("id"), encoder),
-        args=_raw_or_empty(args, encoder),
+        args=_raw_or_empty(ev.get("args"), encoder),
     )
 
 

@@ -200,7 +200,7 @@ def test_trace_page_offers_the_file_and_viewers(dash, monkeypatch):
     assert at.get("download_button")
     markdown = texts(at.markdown) + texts(at.code)
     assert "ui.perfetto.dev" in markdown
-    assert f"tensorboard --logdir {Store(dash['path']).parts / 'traces'}" in markdown
+    assert f"tensorboard --logdir {Store(dash['path']).runs_dir}" in markdown
 
 
 # -- SQL ------------------------------------------------------------------------------------------

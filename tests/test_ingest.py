@@ -81,7 +81,7 @@ def test_event_columns_on_a_gpu_trace(store):
     assert nested_ok == cpu_ops == 23910
     assert (rank_lo, rank_hi) == (0, 0)
     assert fractional > 0, "fractional-microsecond durations must survive the import"
-    assert device == ("cuda", "Tesla V100-SXM2-16GB", 0) or device[0] == "cuda"
+    assert device == ("cuda", "Tesla V100-SXM2-32GB", 0)  # deviceProperties[0].name and distributedInfo.rank
 
 
 def test_legacy_2021_categories_are_normalised_and_kept(store):
@@ -165,6 +165,10 @@ BAD_INPUTS = {
     "JSON that is not a trace": (lambda d: (d / "config.json").write_text('{"lr": 0.1}') and None or d / "config.json", "traceEvents"),
     "events that are not objects": (lambda d: (d / "ints.json").write_text('{"traceEvents": [1, 2]}') and None or d / "ints.json", "not a Kineto/Chrome trace"),
     "missing path": (lambda d: d / "nowhere.json", "no such file"),
+    "an empty event array": (lambda d: (d / "none.json").write_text('{"traceEvents": []}') and None or d / "none.json", "no events"),
+    "an empty bare array": (lambda d: (d / "bare.json").write_text("[]") and None or d / "bare.json", "no events"),
+    "args of the wrong type": (lambda d: (d / "args.json").write_text('{"traceEvents": [{"ph": "X", "ts": "soon"}]}') and None or d / "args.json",
+                               "$.traceEvents[0].ts"),
 }
 
 
@@ -276,8 +280,77 @@ def test_parts_written_by_an_older_schema_stay_readable(store):
 def test_catalog_is_rebuilt_when_the_schema_version_changes(store, monkeypatch):
     import duckdb
 
-    with duckdb.connect(str(store.path)) as con:
+    with duckdb.connect(str(store.catalog_path)) as con:
         con.execute("UPDATE observatory_meta SET schema_version = 0")
     assert not store._catalog_current()
     store.ensure()
     assert store._catalog_current()
+
+
+# -- invalid UTF-8: repaired with a warning, never stored ----------------------------------------------
+def _with_invalid_utf8(tmp_path: Path, where: str, bad: bytes = b"\xff") -> Path:
+    """A real trace with one byte inside a string replaced: in an event's args, or in its name."""
+    text = gzip.open(SMALL, "rb").read()
+    anchor = {"args": b'"Input type": ["', "name": b'"name": "'}[where]
+    at = text.index(anchor) + len(anchor) + 1
+    path = tmp_path / f"bad-{where}.json"
+    path.write_bytes(text[:at] + bad + text[at + len(bad) :])
+    return path
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("where", ["args", "name"])
+def test_invalid_utf8_is_replaced_with_a_warning_and_every_reader_works(tmp_path, monkeypatch, where, streamed):
+    from readers import check_run_readers
+
+    if streamed:
+        monkeypatch.setattr(trace_reader, "STREAM_THRESHOLD_BYTES", 1000)
+    path = _with_invalid_utf8(tmp_path, where)
+    store = Store(tmp_path / "o.duckdb")
+    result = ingest_file(store, path)
+    offset = path.read_bytes().index(b"\xff")
+    assert result.created and result.warnings == [
+        f"1 invalid UTF-8 byte sequence(s) replaced with U+FFFD (the first at byte offset {offset} of the decompressed JSON)"
+    ]
+    check_run_readers(store, result.run_id)
+    with store.connect() as con:
+        column = "args" if where == "args" else "name"
+        hits = con.execute(f"SELECT count(*) FROM events WHERE contains({column}, '\ufffd')").fetchone()[0]
+        environment = json.loads(con.execute("SELECT environment FROM runs").fetchone()[0])
+    assert hits == 1 and environment["import_warnings"] == result.warnings
+
+
+def test_ingest_warns_naming_the_file_and_report_works(tmp_path):
+    path = _with_invalid_utf8(tmp_path, "args", b"\xc3")
+    db = tmp_path / "o.duckdb"
+    done = observatory("ingest", str(path), db=db)
+    assert done.returncode == 0, done.stderr
+    offset = path.read_bytes().index(b"\xc3")
+    assert done.stderr.strip() == f"observatory ingest: warning: {path}: 1 invalid UTF-8 byte sequence(s) replaced with U+FFFD " \
+        f"(the first at byte offset {offset} of the decompressed JSON)"
+    for command in (["report"], ["report", "--format", "json"], ["sql", "SELECT args FROM events", "--format", "json"]):
+        done = observatory(*command, db=db)
+        assert done.returncode == 0, (command, done.stderr)
+
+
+def test_a_part_readers_could_not_read_is_never_committed(store):
+    import pyarrow as pa
+
+    from store.db import StoreError
+
+    bad = pa.LargeStringArray.from_buffers(1, pa.array([0, 1], pa.int64()).buffers()[1], pa.py_buffer(b"\xff")).cast(pa.string())
+    with store.stage() as staged, pytest.raises(StoreError, match="refusing to store a part readers could not read"):
+        staged.write("metrics", pa.table({"run_id": ["r-x"], "name": bad}))
+    assert store_state(store) == (["_empty"], [])
+
+
+def test_progress_follows_reading_then_writing(store, monkeypatch):
+    monkeypatch.setattr(trace_reader, "STREAM_THRESHOLD_BYTES", 1000)
+    monkeypatch.setattr(trace_reader, "BATCH_EVENTS", 700)
+    seen = []
+    result = ingest_file(store, SMALL, progress=lambda stage, done, total: seen.append((stage, done, total)))
+    stages = [stage for stage, _, _ in seen]
+    assert stages == sorted(stages, key=["reading", "writing"].index) and {"reading", "writing"} == set(stages)
+    assert seen[-1] == ("writing", result.event_count, result.event_count), "the bar ends when the last part is written"
+    reading = [s for s in seen if s[0] == "reading"]
+    assert reading[-1][1:] == (SMALL.stat().st_size, SMALL.stat().st_size) and len(reading) > 1

@@ -47,7 +47,8 @@ def test_sweep_stores_every_run_through_the_import_path(swept):
     for *_, trace_path in rows:
         path = Path(trace_path)
         assert path.is_file() and path.name.endswith(".pt.trace.json.gz")
-        assert path.parent.parent.name == "traces", "TensorBoard logdir layout: <logdir>/<run name>/<worker>.pt.trace.json.gz"
+        assert path.parent.parent == Store(swept).runs_dir, "TensorBoard logdir layout: <logdir>/<run id>/<worker>.pt.trace.json.gz"
+        assert path.parent.name == path.name.split(".")[0], "the trace lives in its own run's folder"
     latency = query(swept, "SELECT phase, count(*) FROM latency GROUP BY 1 ORDER BY 1")
     assert latency == [("decode", 6), ("prefill", 6), ("step", 6)], "3 timed repeats per phase per run"
     cpu_ops = query(swept, "SELECT count(*) FROM events WHERE cat = 'cpu_op' AND category IS NOT NULL")[0][0]

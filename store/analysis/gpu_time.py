@@ -40,7 +40,7 @@ KERNEL_TYPE_SQL = """CASE
 HTA_STREAM_SQL = """CASE json_type(args, '$.stream')
                WHEN 'BIGINT' THEN json_extract(args, '$.stream')::BIGINT
                WHEN 'UBIGINT' THEN TRY_CAST(json_extract(args, '$.stream') AS BIGINT)
-               WHEN 'DOUBLE' THEN trunc(json_extract(args, '$.stream')::DOUBLE)::BIGINT
+               WHEN 'DOUBLE' THEN TRY_CAST(trunc(json_extract(args, '$.stream')::DOUBLE) AS BIGINT)
                WHEN 'VARCHAR' THEN CASE WHEN regexp_full_match(trim(json_extract_string(args, '$.stream')), '[+-]?[0-9]+')
                                         THEN TRY_CAST(trim(json_extract_string(args, '$.stream')) AS BIGINT) END
            END"""

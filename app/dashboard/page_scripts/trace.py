@@ -33,7 +33,8 @@ else:
         on_click="ignore", type="primary",
     )
 
-logdir = Store(path).parts / "traces"
+store = Store(path)
+logdir = store.runs_dir if trace.is_relative_to(store.runs_dir) else store.parts / "traces"  # older stores kept traces apart
 perfetto, tensorboard = st.columns(2)
 with perfetto:
     st.subheader("Perfetto")
@@ -45,7 +46,7 @@ with perfetto:
 with tensorboard:
     st.subheader("TensorBoard")
     if trace.is_relative_to(logdir):
-        st.markdown("Runs profiled here are written as a TensorBoard profiler logdir (one folder per workload and variant):")
+        st.markdown("Runs profiled here keep their trace in their own folder of the store, a TensorBoard profiler logdir (one run per folder):")
         st.code(f"pip install torch-tb-profiler   # in Observatory's venv already\ntensorboard --logdir {logdir}", language="sh")
     else:
         st.markdown("The PyTorch profiler plugin reads `*.pt.trace.json(.gz)` files from a logdir; put this trace in a folder of its own:")

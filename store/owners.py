@@ -1,0 +1,60 @@
+"""Which process owns a piece of work in the store, and whether it still lives.
+
+A writer's staging folder and a sweep's claim on a grid point carry their owner: the host, the
+pid, and the process's start time (field 22 of /proc/<pid>/stat, in clock ticks since boot), so
+a pid the kernel has since given to another process is not mistaken for the owner. Only owners
+on this host can be judged; one on another host counts as alive.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+
+_TAG = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+)~(?P<pid>\d+)~(?P<start>\d+)$")
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time, or None when no such process exists."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after its closing one
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+@lru_cache(maxsize=1)
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", socket.gethostname()) or "host"
+
+
+@dataclass(frozen=True)
+class Owner:
+    host: str
+    pid: int
+    start: int
+
+    @classmethod
+    def current(cls) -> "Owner":
+        pid = os.getpid()
+        return cls(_host(), pid, _start_ticks(pid) or 0)
+
+    @classmethod
+    def parse(cls, tag: str) -> "Owner | None":
+        """The owner a tag names, or None when `tag` is not one."""
+        match = _TAG.match(tag)
+        return cls(match["host"], int(match["pid"]), int(match["start"])) if match else None
+
+    @property
+    def tag(self) -> str:
+        """A file-name-safe text naming this owner (`Owner.parse` reads it back)."""
+        return f"{self.host}~{self.pid}~{self.start}"
+
+    def is_alive(self) -> bool:
+        if self.host != _host():
+            return True  # cannot be judged from here
+        return _start_ticks(self.pid) == self.start
