@@ -32,7 +32,7 @@ from pathlib import Path
 from app.runner import RunRequest, run_fields
 from store.db import Store
 from store.ingest import record_failed_run
-from workloads.base import RunOptions, all_workloads, get
+from workloads.base import RunOptions, all_workloads, get, unknown_name
 
 GRID_KEYS = {"workloads": str, "variants": str, "presets": str, "batches": int, "dtypes": str}
 RUN_KEYS = {"repeats": int, "warmup": int, "steps": int, "device": str, "timeout_s": (int, float), "memory_limit_gb": (int, float)}
@@ -115,15 +115,15 @@ def load_sweep(path: Path) -> Sweep:
             raise _error(path, text, key, f"{key} must be a positive {getattr(RUN_KEYS[key], '__name__', 'number')}, got {value!r}")
     lists = {key: _checked_list(path, text, grid, key, kind) for key, kind in GRID_KEYS.items()}
 
-    known = {w.name for w in all_workloads()}
+    known = [w.name for w in all_workloads()]
     for workload in lists["workloads"]:
         if workload not in known:
-            raise _error(path, text, "workloads", f"unknown workload {workload!r}; known: {', '.join(sorted(known))}")
+            raise _error(path, text, "workloads", unknown_name("workload", workload, known))
     wanted = lists["variants"]
-    everywhere = {v for w in lists["workloads"] for v in get(w).variants}
+    everywhere = sorted({v for w in lists["workloads"] for v in get(w).variants})
     for variant in wanted:
         if variant != "all" and variant not in everywhere:
-            raise _error(path, text, "variants", f"unknown variant {variant!r}; these workloads have {', '.join(sorted(everywhere))}")
+            raise _error(path, text, "variants", unknown_name("variant", variant, everywhere))
 
     runs, skipped = [], 0
     for workload, preset, batch, dtype in itertools.product(lists["workloads"], lists["presets"], lists["batches"], lists["dtypes"]):

@@ -138,8 +138,10 @@ def test_run_errors_name_the_argument(tmp_path):
     db = tmp_path / "o.duckdb"
     unknown = observatory("run", "llm-decoder", db=db)
     assert unknown.returncode == 1 and "unknown workload 'llm-decoder'; did you mean llm-decode" in unknown.stderr
-    variant = observatory("run", "llm-decode", "--variant", "flash", db=db)
-    assert variant.returncode == 1 and "unknown variant 'flash'" in variant.stderr
+    variant = observatory("run", "llm-decode", "--variant", "sdp", db=db)
+    assert variant.returncode == 1 and "unknown variant 'sdp'; did you mean sdpa? (known: eager, sdpa" in variant.stderr
+    preset = observatory("run", "llm-decode", "--preset", "tini", db=db)
+    assert preset.returncode == 1 and "unknown preset 'tini'; did you mean tiny? (known: tiny, paper)" in preset.stderr
     batch = observatory("run", "llm-decode", "--batch", "0", db=db)
     assert batch.returncode == 1 and "--batch" in batch.stderr
     import torch
