@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(p)
     _add_format(p)
 
-    p = sub.add_parser("sql", help="run a read-only SQL query on the store", description="Run one SQL query on the store (read-only). Tables: runs, events, latency, attention_calls, telemetry, metrics, and the analysis views; see docs/schema.md.")
+    p = sub.add_parser("sql", help="run one read statement (SELECT ...) on the store",
+                       description="Run one read statement on the store: SELECT (WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN). "
+                       "Nothing is written: COPY, INSERT, ATTACH, INSTALL, SET ... are refused; to export, use --format csv > FILE. "
+                       "Tables: runs, events, latency, attention_calls, telemetry, metrics, and the analysis views; see docs/schema.md.")
     p.add_argument("query", metavar="QUERY")
     _add_db(p)
     _add_format(p, ("table", "csv", "json"))

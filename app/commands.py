@@ -7,10 +7,11 @@ from pathlib import Path
 import duckdb
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 
-from app.output import console, err_console, print_frame, print_json, records
+from app.output import console, err_console, print_arrow, print_frame, print_json, records
 from store import summaries
 from store.db import Store, StoreError
 from store.ingest import find_traces, ingest_file
+from store.read_statement import check_read_statement, first_line
 from store.trace_reader import STREAM_THRESHOLD_BYTES, TraceError, decompressed_size
 
 EXIT_OK, EXIT_ERROR = 0, 1
@@ -85,7 +86,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         console.print(f"No store at {store.path} yet: `observatory ingest PATH` or `observatory run WORKLOAD` fills it.")
         return EXIT_OK
     with store.connect() as con:
-        print_frame(con.execute(RUNS_SQL).df(), args.format, title=f"runs in {store.path}")
+        print_arrow(con.execute(RUNS_SQL).to_arrow_table(), args.format, title=f"runs in {store.path}")
     return EXIT_OK
 
 
@@ -172,14 +173,18 @@ def _demo_sweep(args: argparse.Namespace) -> int:
         cmd_compare(argparse.Namespace(db=args.db, runs=[], workload=workload, format="table"))
 
 
+SQL_REFUSED_BECAUSE = "`observatory sql` only reads; to export, use --format csv > FILE (or --format json)"
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
+    check_read_statement(args.query, SQL_REFUSED_BECAUSE)
     store = open_store(args)
     with store.connect() as con:
         try:
-            frame = con.execute(args.query).df()
+            table = con.execute(args.query).to_arrow_table()
         except duckdb.Error as exc:
-            raise ValueError(f"query failed: {str(exc).splitlines()[0]}") from None
-    print_frame(frame, args.format)
+            raise ValueError(f"query failed: {first_line(exc)}") from None
+    print_arrow(table, args.format)
     return EXIT_OK
 
 

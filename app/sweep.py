@@ -13,12 +13,19 @@
 A run that raises, crashes or runs out of memory is stored as a failed run with its error,
 and the sweep goes on. The executor is a plain subprocess per run on this machine; bigger
 sweeps belong on Ray or Slurm (submitit), which can call `observatory run` the same way.
+
+Each point is run once, however many sweeps of the file run at once: a sweep claims a point
+before running it (`store.claims`, under `<db>.parts/claims/`), skips points a live sweep has
+claimed, takes over the claim of a sweep that died, and releases the claim once the run is
+stored. A run's process dies with its sweep, so a dead sweep leaves no run going.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import json
+import os
 import re
 import resource
 import signal
@@ -28,14 +35,17 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
-from app.runner import RunRequest, run_fields
+from app.runner import RunRequest, new_run_id, run_fields
+from store.claims import Claim, Owner, claim, release
 from store.db import Store
 from store.ingest import record_failed_run
-from workloads.base import RunOptions, all_workloads, get
+from workloads.base import RunOptions, all_workloads, get, unknown_name
 
 GRID_KEYS = {"workloads": str, "variants": str, "presets": str, "batches": int, "dtypes": str}
 RUN_KEYS = {"repeats": int, "warmup": int, "steps": int, "device": str, "timeout_s": (int, float), "memory_limit_gb": (int, float)}
+ZERO_ALLOWED = {"warmup"}  # `observatory run --warmup 0` is allowed too
 
 
 class SweepFileError(ValueError):
@@ -86,6 +96,17 @@ def _checked_list(path: Path, text: str, table: dict, key: str, kind) -> list:
     return values
 
 
+def _check_run_setting(path: Path, text: str, key: str, value) -> None:
+    if key not in RUN_KEYS:
+        raise _error(path, text, key, f"unknown run setting {key!r}; expected {', '.join(RUN_KEYS)}")
+    zero_allowed = key in ZERO_ALLOWED
+    too_small = isinstance(value, (int, float)) and (value < 0 if zero_allowed else value <= 0)
+    if not isinstance(value, RUN_KEYS[key]) or isinstance(value, bool) or too_small:
+        name = getattr(RUN_KEYS[key], "__name__", "number")
+        expected = f"an {name} of 0 or more" if zero_allowed else f"a positive {name}"
+        raise _error(path, text, key, f"{key} must be {expected}, got {value!r}")
+
+
 def load_sweep(path: Path) -> Sweep:
     """Parse and validate a sweep file completely before anything runs."""
     path = Path(path)
@@ -109,21 +130,18 @@ def load_sweep(path: Path) -> Sweep:
     for key in set(grid) - set(GRID_KEYS):
         raise _error(path, text, key, f"unknown grid key {key!r}; expected {', '.join(GRID_KEYS)}")
     for key, value in settings.items():
-        if key not in RUN_KEYS:
-            raise _error(path, text, key, f"unknown run setting {key!r}; expected {', '.join(RUN_KEYS)}")
-        if not isinstance(value, RUN_KEYS[key]) or isinstance(value, bool) or (isinstance(value, (int, float)) and value <= 0):
-            raise _error(path, text, key, f"{key} must be a positive {getattr(RUN_KEYS[key], '__name__', 'number')}, got {value!r}")
+        _check_run_setting(path, text, key, value)
     lists = {key: _checked_list(path, text, grid, key, kind) for key, kind in GRID_KEYS.items()}
 
-    known = {w.name for w in all_workloads()}
+    known = [w.name for w in all_workloads()]
     for workload in lists["workloads"]:
         if workload not in known:
-            raise _error(path, text, "workloads", f"unknown workload {workload!r}; known: {', '.join(sorted(known))}")
+            raise _error(path, text, "workloads", unknown_name("workload", workload, known))
     wanted = lists["variants"]
-    everywhere = {v for w in lists["workloads"] for v in get(w).variants}
+    everywhere = sorted({v for w in lists["workloads"] for v in get(w).variants})
     for variant in wanted:
         if variant != "all" and variant not in everywhere:
-            raise _error(path, text, "variants", f"unknown variant {variant!r}; these workloads have {', '.join(sorted(everywhere))}")
+            raise _error(path, text, "variants", unknown_name("variant", variant, everywhere))
 
     runs, skipped = [], 0
     for workload, preset, batch, dtype in itertools.product(lists["workloads"], lists["presets"], lists["batches"], lists["dtypes"]):
@@ -155,6 +173,35 @@ def done_keys(store: Store, sweep: Sweep, retry_failed: bool) -> set[str]:
     return {r[0] for r in rows}
 
 
+@dataclass(frozen=True)
+class PointOutcome:
+    status: str  # "ok", "failed", "done" (stored meanwhile by another sweep), "busy" (a live sweep is running it)
+    detail: str
+    taken_from: Owner | None = None  # a gone sweep whose claim on the point was taken over
+
+
+def claims_folder(store: Store, sweep: Sweep) -> Path:
+    return store.parts / "claims" / hashlib.sha256(sweep.name.encode()).hexdigest()[:16]
+
+
+def claim_point(store: Store, sweep: Sweep, run: SweepRun) -> Claim:
+    return claim(claims_folder(store, sweep), run.key)
+
+
+def run_point(run: SweepRun, sweep: Sweep, store: Store, retry_failed: bool) -> PointOutcome:
+    """Claim the point, run it unless it was stored meanwhile, and release the claim once the run is stored."""
+    held = claim_point(store, sweep, run)
+    if not held.ours:
+        return PointOutcome("busy", f"being run by {held.owner}")
+    try:
+        if run.key in done_keys(store, sweep, retry_failed):
+            return PointOutcome("done", "stored meanwhile by another sweep", held.taken_from)
+        status, detail = execute_one(run, sweep, store, new_run_id())
+        return PointOutcome(status, detail, held.taken_from)
+    finally:
+        release(held)
+
+
 def run_command(run: SweepRun, sweep: Sweep, db: Path, run_id: str) -> list[str]:
     command = [sys.executable, "-m", "app.cli", "run", run.workload, "--variant", run.variant, "--preset", run.preset,
                "--batch", str(run.batch), "--dtype", run.dtype, "--db", str(db), "--format", "json",
@@ -165,11 +212,36 @@ def run_command(run: SweepRun, sweep: Sweep, db: Path, run_id: str) -> list[str]
     return command
 
 
-def _limit_memory(gigabytes: float | None):
-    if not gigabytes:
-        return None
-    limit = int(gigabytes * 1024**3)
-    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _death_signal_setter() -> Callable[[], None]:
+    """A call that has the kernel SIGKILL the calling process when its parent dies (Linux; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, in the parent, not between fork and exec
+
+    def set_death_signal() -> None:
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+    return set_death_signal
+
+
+def child_setup(memory_limit_gb: float | None) -> Callable[[], None]:
+    """What a run's process does before it starts: die with the sweep, and stay under the memory limit if one is set."""
+    sweep_pid = os.getpid()
+    set_death_signal = _death_signal_setter()
+    limit = int(memory_limit_gb * 1024**3) if memory_limit_gb else None
+
+    def setup() -> None:
+        set_death_signal()
+        if os.getppid() != sweep_pid:  # the sweep died before the death signal was set
+            os._exit(1)
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return setup
 
 
 def death_reason(returncode: int, stderr: str) -> str:
@@ -186,7 +258,7 @@ def execute_one(run: SweepRun, sweep: Sweep, store: Store, run_id: str) -> tuple
     command = run_command(run, sweep, store.path, run_id)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=sweep.settings.get("timeout_s"),
-                              preexec_fn=_limit_memory(sweep.settings.get("memory_limit_gb")), cwd=Path(__file__).resolve().parents[1])
+                              preexec_fn=child_setup(sweep.settings.get("memory_limit_gb")), cwd=Path(__file__).resolve().parents[1])
     except subprocess.TimeoutExpired:
         error = f"timed out after {sweep.settings['timeout_s']} s"
         done = None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -104,27 +105,39 @@ def _print_run_summary(summary: dict) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from app.commands import open_store
-    from app.runner import new_run_id
-    from app.sweep import done_keys, execute_one, load_sweep
+    from app.sweep import done_keys, load_sweep, run_point
 
     sweep = load_sweep(Path(args.file))  # fails, naming file and line, before anything runs
     store = open_store(args).ensure()
     done = done_keys(store, sweep, args.retry_failed)
     todo = [run for run in sweep.runs if run.key not in done]
     console.print(f"sweep {sweep.name!r}: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} already done, {len(todo)} to run", highlight=False)
-    failures = []
+    counts = Counter()
     columns = (TextColumn("run"), MofNCompleteColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=err_console) as progress:
         task = progress.add_task("", total=len(todo))
         for run in todo:
             progress.update(task, description=run.label)
-            status, detail = execute_one(run, sweep, store, new_run_id())
-            if status != "ok":
-                failures.append((run.label, detail))
-                progress.console.print(f"failed: {run.label}: {detail}", markup=False, highlight=False)
+            outcome = run_point(run, sweep, store, args.retry_failed)
+            counts[outcome.status] += 1
+            _say_outcome(progress.console, run.label, outcome)
             progress.advance(task)
-    console.print(f"sweep {sweep.name!r}: {len(todo) - len(failures)} runs stored, {len(failures)} failed (stored with their errors)", highlight=False)
+    others = [f"{counts[status]} {what}" for status, what in SWEPT_BY_OTHERS.items() if counts[status]]
+    console.print(f"sweep {sweep.name!r}: {counts['ok']} runs stored, {counts['failed']} failed (stored with their errors)"
+                  + "".join(f", {text}" for text in others), highlight=False)
     return EXIT_OK
+
+
+SWEPT_BY_OTHERS = {"busy": "being run by another sweep", "done": "stored meanwhile by another sweep"}
+
+
+def _say_outcome(out, label: str, outcome) -> None:
+    if outcome.taken_from is not None:
+        out.print(f"took over the claim on {label}: its sweep ({outcome.taken_from}) is gone", markup=False, highlight=False)
+    if outcome.status == "failed":
+        out.print(f"failed: {label}: {outcome.detail}", markup=False, highlight=False)
+    elif outcome.status in SWEPT_BY_OTHERS:
+        out.print(f"skipped: {label}: {outcome.detail}", markup=False, highlight=False)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -139,8 +140,10 @@ def test_run_errors_name_the_argument(tmp_path):
     db = tmp_path / "o.duckdb"
     unknown = observatory("run", "llm-decoder", db=db)
     assert unknown.returncode == 1 and "unknown workload 'llm-decoder'; did you mean llm-decode" in unknown.stderr
-    variant = observatory("run", "llm-decode", "--variant", "flash", db=db)
-    assert variant.returncode == 1 and "unknown variant 'flash'" in variant.stderr
+    variant = observatory("run", "llm-decode", "--variant", "sdp", db=db)
+    assert variant.returncode == 1 and "unknown variant 'sdp'; did you mean sdpa? (known: eager, sdpa" in variant.stderr
+    preset = observatory("run", "llm-decode", "--preset", "tini", db=db)
+    assert preset.returncode == 1 and "unknown preset 'tini'; did you mean tiny? (known: tiny, paper)" in preset.stderr
     batch = observatory("run", "llm-decode", "--batch", "0", db=db)
     assert batch.returncode == 1 and "--batch" in batch.stderr
     import torch
@@ -168,3 +171,95 @@ def test_attention_modules_count_as_attention_except_projections(swept):
     for variant, attention_us, projections, scopes in rows:
         assert attention_us > 0 and scopes > 0, variant
         assert projections == 0, f"{variant}: q/k/v/o projections must stay gemm"
+
+
+# -- one run per point, whoever runs the sweep ------------------------------------------------------
+def quick_sweep(folder: Path, name: str, variants: tuple[str, ...]) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(
+        f'name = "{name}"\n[grid]\nworkloads = ["llm-decode"]\nvariants = {json.dumps(list(variants))}\npresets = ["tiny"]\n'
+        'batches = [1]\ndtypes = ["float32"]\n[run]\nrepeats = 1\nwarmup = 0\nsteps = 2\n'
+    )
+    return path
+
+
+def start_sweep(sweep: Path, db: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "sweep", str(sweep), "--db", str(db)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def runs_per_point(db: Path) -> list[int]:
+    return [n for (n,) in query(db, "SELECT count(*) FROM runs GROUP BY json_extract_string(config, '$.sweep_key') ORDER BY 1")]
+
+
+def children_of(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def is_running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:"))
+    except FileNotFoundError:
+        return False
+    return "zombie" not in state and "dead" not in state
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"waited {timeout_s} s for {what}")
+
+
+def test_two_sweeps_of_one_file_at_once_store_each_point_once(tmp_path):
+    sweep = quick_sweep(tmp_path, "twice", ("eager", "sdpa"))
+    db = tmp_path / "o.duckdb"
+    Store(db).ensure()
+    sweeps = [start_sweep(sweep, db) for _ in range(2)]
+    for process in sweeps:
+        _, stderr = process.communicate(timeout=180)
+        assert process.returncode == 0, stderr
+    assert runs_per_point(db) == [1, 1]
+
+
+def test_killed_sweep_takes_its_run_along_and_a_restart_runs_the_point_once(tmp_path):
+    sweep = quick_sweep(tmp_path, "killed", ("eager",))
+    db = tmp_path / "o.duckdb"
+    Store(db).ensure()
+    first = start_sweep(sweep, db)
+    (child,) = wait_for(lambda: children_of(first.pid), 60, "the sweep's run process")
+    first.kill()
+    first.communicate()
+    wait_for(lambda: not is_running(child), 10, f"the run process {child} to die with its sweep")
+    again = observatory("sweep", str(sweep), db=db)
+    assert again.returncode == 0, again.stderr
+    assert "took over the claim" in again.stderr and f"pid {first.pid}" in again.stderr, again.stderr
+    assert runs_per_point(db) == [1]
+    assert query(db, "SELECT status FROM runs") == [("ok",)]
+
+
+def test_a_point_claimed_by_a_live_sweep_is_skipped(tmp_path):
+    from app.sweep import claim_point, load_sweep
+
+    sweep_path = quick_sweep(tmp_path, "claimed", ("eager",))
+    db = tmp_path / "o.duckdb"
+    store = Store(db).ensure()
+    sweep = load_sweep(sweep_path)
+    claim = claim_point(store, sweep, sweep.runs[0])  # this test process is the live owner
+    assert claim.ours
+    done = observatory("sweep", str(sweep_path), db=db)
+    assert done.returncode == 0, done.stderr
+    assert f"being run by pid {os.getpid()}" in done.stderr, done.stderr
+    assert "1 being run by another sweep" in done.stdout, done.stdout
+    assert query(db, "SELECT count(*) FROM runs") == [(0,)]

@@ -61,10 +61,10 @@ class Workload:
     def check(self, options: RunOptions) -> RunOptions:
         """Validate options at the edge; returns them with the variant filled in."""
         if options.preset not in self.presets:
-            raise ValueError(f"workload {self.name!r}: unknown preset {options.preset!r}; expected one of {', '.join(self.presets)}")
+            raise ValueError(f"workload {self.name!r}: {unknown_name('preset', options.preset, self.presets)}")
         variant = options.variant or self.baseline
         if variant not in self.variants:
-            raise ValueError(f"workload {self.name!r}: unknown variant {variant!r}; expected one of {', '.join(self.variants)}")
+            raise ValueError(f"workload {self.name!r}: {unknown_name('variant', variant, self.variants)}")
         if options.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"--dtype: unknown dtype {options.dtype!r}; expected float32, bfloat16 or float16")
         if options.batch < 1:
@@ -76,6 +76,13 @@ class Workload:
         if options.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {options.device}: no CUDA device on this machine")
         return RunOptions(**{**options.__dict__, "variant": variant})
+
+
+def unknown_name(kind: str, name: str, known) -> str:
+    """The error text for a name not in `known`: "unknown variant 'sdp'; did you mean sdpa? (known: eager, sdpa, ...)"."""
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"unknown {kind} {name!r}{hint} (known: {', '.join(known)})"
 
 
 class UnknownWorkload(KeyError):
@@ -97,9 +104,7 @@ def get(name: str) -> Workload:
     from workloads import ADAPTERS  # noqa: F401  (explicit list; importing it registers them)
 
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownWorkload(f"unknown workload {name!r}{hint} (known: {', '.join(sorted(_REGISTRY))})")
+        raise UnknownWorkload(unknown_name("workload", name, sorted(_REGISTRY)))
     return _REGISTRY[name]
 
 

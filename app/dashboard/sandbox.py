@@ -1,9 +1,9 @@
 """The SQL box's connection: read-only, and cut off from every file but the store's parts.
 
 Two locks, each enough alone for what the page promises:
-1. The statement: DuckDB parses the text, and only one read statement runs (SELECT and its
-   forms: WITH, FROM-first, VALUES, DESCRIBE, SHOW, SUMMARIZE, PRAGMA table_info; EXPLAIN).
-   DROP, INSERT, COPY, ATTACH, INSTALL, LOAD, SET ... are refused before they reach the engine.
+1. The statement: only one read statement runs, by the rule `observatory sql` follows too
+   (`store.read_statement`): DROP, INSERT, COPY, ATTACH, INSTALL, LOAD, SET ... are refused
+   before they reach the engine.
 2. The engine: a private in-memory DuckDB instance that ATTACHes the catalog READ_ONLY, makes
    it the default database and detaches the writable in-memory one; then allows file access
    only under the store's runs/ folder (`allowed_directories`, which the views' Parquet parts
@@ -24,13 +24,10 @@ import pandas as pd
 import pyarrow as pa
 
 from store.db import Store
+from store.read_statement import QueryRefused, check_read_statement, first_line
 
-ALLOWED = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 MEMORY_LIMIT = "2GB"
-
-
-class QueryRefused(ValueError):
-    """The query is not one read statement, or it reached outside the store."""
+REFUSED_BECAUSE = "the dashboard's SQL box is read-only and cannot touch files, extensions or settings"
 
 
 @dataclass(frozen=True)
@@ -38,25 +35,6 @@ class QueryResult:
     frame: pd.DataFrame
     truncated: bool  # more rows than max_rows existed
     seconds: float
-
-
-def check_statement(sql: str) -> None:
-    """Raise QueryRefused unless `sql` is exactly one read statement."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise QueryRefused(f"the query does not parse: {_first_line(exc)}") from None
-    if not statements:
-        raise QueryRefused("the query is empty: write one SELECT statement")
-    if len(statements) > 1:
-        raise QueryRefused(f"{len(statements)} statements given: run one statement at a time")
-    if statements[0].type not in ALLOWED:
-        name = statements[0].query.split(maxsplit=1)[0].upper()  # INSTALL parses as a LOAD: name what was written
-        raise QueryRefused(
-            f"{name} statements are refused: the dashboard's SQL box is read-only and cannot touch files, "
-            "extensions or settings. Read queries only (SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN; "
-            "PIVOT needs an explicit IN (...) list)."
-        )
 
 
 @contextmanager
@@ -80,7 +58,7 @@ def sandboxed(store: Store):
 
 def run_query(store: Store, sql: str, max_rows: int = 10_000, timeout_s: float = 30.0) -> QueryResult:
     """Run one read statement in the sandbox: its first `max_rows` rows, or QueryRefused / ValueError with the reason."""
-    check_statement(sql)
+    check_read_statement(sql, REFUSED_BECAUSE)
     started = time.perf_counter()
     with sandboxed(store) as con:
         timer = threading.Timer(timeout_s, con.interrupt)
@@ -95,18 +73,15 @@ def run_query(store: Store, sql: str, max_rows: int = 10_000, timeout_s: float =
                     break
             table = pa.Table.from_batches(batches, schema=reader.schema)
         except duckdb.PermissionException as exc:
-            raise QueryRefused(f"refused: {_first_line(exc)} (the SQL box reads only the store's parts)") from None
+            raise QueryRefused(f"refused: {first_line(exc)} (the SQL box reads only the store's parts)") from None
         except duckdb.InterruptException:
             raise ValueError(f"the query ran longer than {timeout_s:.0f} s and was stopped; narrow it (WHERE run_id = ...) or use `observatory sql`") from None
         except duckdb.Error as exc:
             if "read-only" in str(exc):
-                raise QueryRefused(f"refused: {_first_line(exc)}") from None
-            raise ValueError(f"the query failed: {_first_line(exc)}") from None
+                raise QueryRefused(f"refused: {first_line(exc)}") from None
+            raise ValueError(f"the query failed: {first_line(exc)}") from None
         finally:
             timer.cancel()
     frame = table.slice(0, max_rows).to_pandas()
     return QueryResult(frame=frame, truncated=table.num_rows > max_rows, seconds=time.perf_counter() - started)
 
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -49,11 +49,6 @@ def run_frame(con: duckdb.DuckDBPyConnection, view: str, run_id: str, where: str
     return con.execute(sql, [run_id, *(params or [])]).df()
 
 
-def plain_rows(frame: pd.DataFrame) -> list[dict]:
-    """Records with None for missing values (NaN, NA), so a document of them is plain JSON."""
-    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-
-
 def check_choice(argument: str, value: str, choices) -> None:
     if value not in choices:
         raise ValueError(f"{argument}={value!r}: expected one of {', '.join(map(repr, choices))}")

@@ -4,12 +4,13 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from store.analysis._sql import check_run, plain_rows as _rows
+from store.analysis._sql import check_run
 from store.analysis.categories import op_time_by_category
 from store.analysis.gpu_time import gpu_time_breakdown
 from store.analysis.host import host_overhead
 from store.analysis.idle import gpu_idle_breakdown
 from store.analysis.kernels import kernel_launches, kernel_stats
+from store.rows import plain_rows as _rows
 
 RUN_FIELDS = ["run_id", "source", "source_path", "label", "workload", "variant", "preset", "device", "device_name", "rank", "world_size", "status", "error", "event_count", "trace_path"]
 TEMPORAL_FIELDS = ["rank", "idle_us", "compute_us", "non_compute_us", "kernel_span_us", "idle_pct", "compute_pct", "non_compute_pct"]

@@ -9,7 +9,7 @@ from store.analysis.categories import op_time_by_category
 from store.analysis.compare import latency_stats
 from store.analysis.gpu_time import gpu_time_breakdown
 from store.analysis.host import host_overhead
-from store.analysis._sql import plain_rows as _rows
+from store.rows import plain_rows as _rows
 
 RUN_FIELDS = ["run_id", "workload", "variant", "preset", "batch", "dtype", "device", "device_name", "trace_path", "environment"]
 SEQ_SQL = """

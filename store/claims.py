@@ -1,0 +1,110 @@
+"""Claims: work being done is claimed by its owner, so no two processes do it at once.
+
+A claim is a small JSON file naming its owner: host, pid, and the process's start time
+(field 22 of /proc/<pid>/stat, clock ticks since boot), so that a pid the system has given to
+another process since is not taken for the owner. Claims in a folder are read and written
+under an flock on the folder's `.lock`, held only for that moment:
+
+- no claim file: the caller writes its own and owns the work;
+- a claim whose owner is alive: left alone, the caller does not own the work;
+- a claim whose owner is gone (on this host: no such pid, a zombie, or another process under
+  that pid): the caller takes it over. An owner on another host is taken for alive: this
+  machine cannot tell (Linux's /proc is what tells here).
+
+Releasing removes the claim file if it is still the caller's.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+LOCK_FILE = ".lock"
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot), or None if no live process has that pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    state, *fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    if state in ("Z", "X"):  # a zombie or dead process: it does nothing any more
+        return None
+    return int(fields[18])  # field 22; `state` is field 3
+
+
+@dataclass(frozen=True)
+class Owner:
+    host: str
+    pid: int
+    start_ticks: int | None
+
+    @classmethod
+    def this_process(cls) -> "Owner":
+        return cls(socket.gethostname(), os.getpid(), process_start_ticks(os.getpid()))
+
+    def is_alive(self) -> bool:
+        if self.host != socket.gethostname():
+            return True
+        return self.start_ticks is not None and process_start_ticks(self.pid) == self.start_ticks
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    path: Path
+    owner: Owner  # who holds the claim now
+    ours: bool
+    taken_from: Owner | None = None  # the gone owner whose claim this one replaced
+
+
+def claim(folder: Path, name: str) -> Claim:
+    """Claim `name` in `folder` for this process, unless a live owner holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    me = Owner.this_process()
+    with _locked(folder):
+        holder = _read_owner(path)
+        if holder is not None and holder.is_alive():
+            return Claim(path, holder, ours=holder == me)
+        _write_owner(path, me)
+    return Claim(path, me, ours=True, taken_from=holder)
+
+
+def release(held: Claim) -> None:
+    """Remove the claim, if it is ours and still ours."""
+    if not held.ours:
+        return
+    with _locked(held.path.parent):
+        if _read_owner(held.path) == held.owner:
+            held.path.unlink()
+
+
+@contextmanager
+def _locked(folder: Path):
+    with open(folder / LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
+        yield
+
+
+def _read_owner(path: Path) -> Owner | None:
+    try:
+        return Owner(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: not a claim file ({exc}); delete it if no sweep is running") from None
+
+
+def _write_owner(path: Path, owner: Owner) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(asdict(owner)))
+    os.replace(tmp, path)
