@@ -400,13 +400,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _load(page, url: str) -> None:
+    """Open `url` and wait until its script has run: a title drawn, no "running" status left."""
+    page.goto(url)
+    page.wait_for_selector("h1", timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=30_000)
+
+
 def _dashboard_command(path: str, port: int) -> list[str]:
-    observatory = Path(sys.executable).parent / "observatory"
-    listed = subprocess.run([str(observatory), "--help"], capture_output=True, text=True).stdout
-    if "dashboard" in listed:
-        return [str(observatory), "dashboard", "--db", path, "--port", str(port)]
-    # Until app/cli.py registers the subcommand: the same command through its module.
-    return [sys.executable, "-m", "app.dashboard.command", "--db", path, "--port", str(port)]
+    """`observatory dashboard` from this checkout: run as a module from ROOT, not the venv's console script,
+    which imports whichever checkout the venv was installed from (an editable install)."""
+    return [sys.executable, "-m", "app.cli", "dashboard", "--db", path, "--port", str(port)]
 
 
 @pytest.mark.slow
@@ -434,11 +438,9 @@ def test_end_to_end_every_page_in_chromium(dash, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             for name, url in URLS.items():
                 query = f"?run={picks[name]}" if name in picks else ""
-                page.goto(f"http://127.0.0.1:{port}/{url}{query}")
-                page.wait_for_selector("h1", timeout=30_000)
+                _load(page, f"http://127.0.0.1:{port}/{url}{query}")
                 if name in CHART_PAGES:
                     page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=30_000)
-                page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=30_000)
                 page.wait_for_timeout(800)  # let the last charts lay out
                 exceptions = page.query_selector_all('[data-testid="stException"]')
                 assert not exceptions, f"{name}: {exceptions[0].inner_text()}"
@@ -449,6 +451,9 @@ def test_end_to_end_every_page_in_chromium(dash, tmp_path):
                 page.screenshot(path=str(shots / f"{name}.png"))
                 assert (shots / f"{name}.png").stat().st_size > 20_000, f"{name}: the screenshot is blank"
                 page.set_viewport_size({"width": 1400, "height": 1000})
+            _load(page, f"http://127.0.0.1:{port}/runs")  # the Runs page at its own name too, not only at the root
+            page.wait_for_timeout(800)  # a "Page not found" dialog comes after the first script run
+            assert page.inner_text("h1") == "Runs" and "Page not found" not in page.inner_text("body"), page.inner_text("body")[:500]
             browser.close()
     finally:
         server.terminate()
