@@ -202,20 +202,23 @@ def data_calls(path: str, run_id: str) -> list[tuple[str, object]]:
     """The reads behind each page, as (name, call)."""
     from app.dashboard import data
     from app.dashboard.sandbox import run_query
+    from store.analysis.compare import pair_latest
+
+    runs = data.runs(path)  # the runs list a page reads first (timed on its own below); the other reads answer for its runs
 
     def compare():
-        base, others = data.latest_runs(path, "llm-decode", "eager")
+        base, others = pair_latest(runs, "llm-decode", "eager")
         data.latency(path, (base, *others.values()))
         for other in others.values():
             data.comparison(path, base, other)
 
     def seqlen():
-        runs = data.attention_runs(path)
-        data.attention_calls(path, runs["run_id"].iloc[0])
+        recorded = data.attention_runs(path, runs)
+        data.attention_calls(path, recorded["run_id"].iloc[0])
 
     return [
         ("runs (the runs table)", lambda: data.runs(path)),
-        ("category_times (all runs)", lambda: data.category_times(path)),
+        ("category_times (all runs)", lambda: data.category_times(path, runs)),
         ("top_kernels (kernel_stats, 1 run)", lambda: data.top_kernels(path, run_id)),
         ("top_operators (1 run)", lambda: data.top_operators(path, run_id)),
         ("compare llm-decode (latest, latency, speedup, shift)", compare),

@@ -310,3 +310,28 @@ def test_import_applies_category_rules(trace_store):
         "SELECT DISTINCT category FROM events WHERE run_id = ? AND name LIKE 'ncclKernel_SendRecv%'", [run_id]
     ).fetchall()
     assert rows == [("communication",)]
+
+
+# -- baseline and variant pairing ------------------------------------------------------------
+def test_pair_latest_takes_the_newest_baseline_and_variants_at_its_settings():
+    from store.analysis.compare import pair_latest
+
+    at = pd.Timestamp("2026-01-01", tz="UTC")
+    runs = pd.DataFrame(
+        [  # run_id, workload, variant, status, minutes after `at`, preset, batch, dtype, device
+            ("base-old", "llm", "eager", "ok", 0, "tiny", 1, "float32", "cpu"),
+            ("base-new", "llm", "eager", "ok", 5, "tiny", 1, "float32", "cpu"),
+            ("base-failed", "llm", "eager", "failed", 9, "tiny", 1, "float32", "cpu"),
+            ("sdpa-old", "llm", "sdpa", "ok", 1, "tiny", 1, "float32", "cpu"),
+            ("sdpa-new", "llm", "sdpa", "ok", 6, "tiny", 1, "float32", "cpu"),
+            ("sdpa-batch4", "llm", "sdpa", "ok", 7, "tiny", 4, "float32", "cpu"),
+            ("int8-failed", "llm", "int8", "failed", 7, "tiny", 1, "float32", "cpu"),
+            ("other-workload", "t2i", "sdpa", "ok", 8, "tiny", 1, "float32", "cpu"),
+        ],
+        columns=["run_id", "workload", "variant", "status", "minutes", "preset", "batch", "dtype", "device"],
+    )
+    runs["stored_at"] = at + pd.to_timedelta(runs.pop("minutes"), unit="min")
+    assert pair_latest(runs, "llm", "eager") == ("base-new", {"sdpa": "sdpa-new"})
+    assert pair_latest(runs[runs["run_id"] != "base-new"], "llm", "eager") == ("base-old", {"sdpa": "sdpa-new"})
+    with pytest.raises(ValueError, match="--workload llm: no successful 'int8'"):
+        pair_latest(runs, "llm", "int8")

@@ -47,12 +47,28 @@ PAGES = ["runs", "breakdown", "compare", "seqlen", "device", "sql", "trace"]
 FAILED_ERROR = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
 
 
+def _copy_run(source: Store, target: Store, run_id: str, new_id: str, extra: dict[str, pa.Table] | None = None, **fields) -> str:
+    """Commit a copy of `source`'s run `run_id` into `target` as `new_id`, stored now: every part with its run_id
+    rewritten, the runs row updated with `fields`, and the `extra` tables added."""
+    folder = source.runs_dir / run_id
+    row = pq.read_table(folder / "runs.parquet").to_pylist()[0]
+    row.update(run_id=new_id, stored_at=run_row(new_id)["stored_at"], **fields)
+    with target.stage() as staged:
+        staged.write("runs", pa.Table.from_pylist([row]))
+        for part in folder.glob("*.parquet"):
+            if part.stem != "runs":
+                table = pq.read_table(part)
+                staged.write(part.stem, table.set_column(table.schema.get_field_index("run_id"), "run_id", pa.array([new_id] * table.num_rows)))
+        for name, table in (extra or {}).items():
+            staged.write(name, table)
+        staged.commit(new_id)
+    return new_id
+
+
 def _telemetry_copy(store: Store, source_run: str) -> str:
     """A copy of a real GPU trace's run with NVML-like samples over its span (this machine has no GPU)."""
     run_id = "t-telemetry-copy"
-    events = pq.read_table(store.runs_dir / source_run / "events.parquet")
-    events = events.set_column(0, "run_id", pa.array([run_id] * events.num_rows))
-    start, end = events.column("ts_us").to_pandas().agg(["min", "max"])
+    start, end = pq.read_table(store.runs_dir / source_run / "events.parquet", columns=["ts_us"]).column("ts_us").to_pandas().agg(["min", "max"])
     rng = random.Random(0)
     ts = [start + i * (end - start) / 39 for i in range(40)]
     util = [rng.uniform(20, 95) for _ in ts]
@@ -61,14 +77,7 @@ def _telemetry_copy(store: Store, source_run: str) -> str:
         "gpu_util_pct": util, "memory_used_bytes": [int(2e10 + 1e8 * u) for u in util], "memory_total_bytes": [40 * 2**30] * 40,
         "power_w": [80 + 2.5 * u for u in util], "sm_clock_mhz": [1410.0] * 40, "temperature_c": [40 + 0.3 * u for u in util],
     })
-    row = pq.read_table(store.runs_dir / source_run / "runs.parquet").to_pylist()[0]
-    row.update(run_id=run_id, label="telemetry-copy", rank=None, stored_at=run_row(run_id)["stored_at"])
-    with store.stage() as staged:
-        staged.write("runs", pa.Table.from_pylist([row]))
-        staged.write("events", events)
-        staged.write("telemetry", telemetry)
-        staged.commit(run_id)
-    return run_id
+    return _copy_run(store, store, source_run, run_id, extra={"telemetry": telemetry}, label="telemetry-copy", rank=None)
 
 
 @pytest.fixture(scope="session")
@@ -323,10 +332,37 @@ def test_pages_work_while_another_process_commits_runs(tmp_path, monkeypatch):
     assert len(at.dataframe[0].value) == 41
 
 
+def test_every_page_keeps_to_its_runs_list_while_runs_arrive(dash, tmp_path, monkeypatch):
+    """Runs committed between page runs of one session, no Refresh: each page works from the runs list it read."""
+    from store.analysis.compare import latest_per_variant
+
+    source, store = Store(dash["path"]), Store(tmp_path / "o.duckdb").ensure()
+    ids = dash["runs"]
+    _copy_run(source, store, ids["llm_eager"], "r-eager-first")
+    at = app(str(store.path), monkeypatch, "runs")  # the runs list is read and cached here: one baseline run
+    _copy_run(source, store, ids["llm_eager"], "r-eager-later")  # a newer baseline and a variant at its settings
+    _copy_run(source, store, ids["llm_sdpa"], "r-sdpa-later")
+    arriving = ["rank0", "diffusion", "telemetry", "cpu_only", "rank1", "alexnet", "failed"]
+    for page, name in zip(PAGES, arriving):
+        _copy_run(source, store, ids[name], f"r-arriving-{name}")
+        at.switch_page(f"page_scripts/{page}.py").run()
+        assert not at.exception, (page, [e.message for e in at.exception])
+        assert "Could not read" not in texts(at.error), (page, texts(at.error))
+        if page == "compare":  # the baseline of the list it read, and no variant yet
+            assert "`r-eager-first`" in texts(at.markdown) and "No variant of llm-decode" in texts(at.info)
+    assert f"{len(arriving) + 2} new run(s) committed since" in texts(at.sidebar.warning)
+    at.sidebar.button[0].click().run()  # Refresh: the newest baseline and its variant
+    at.switch_page("page_scripts/compare.py").run()
+    assert "`r-eager-later`" in texts(at.markdown)
+    assert set(at.dataframe[0].value["run_id"]) == {"r-sdpa-later"}
+    with store.connect() as con:  # the CLI's `observatory compare --workload` pairs by the same rule
+        assert latest_per_variant(con, "llm-decode", "eager") == ("r-eager-later", {"sdpa": "r-sdpa-later"})
+
+
 def test_a_store_error_is_a_message_not_a_traceback(dash, monkeypatch):
     from app.dashboard import data
 
-    def broken(path):
+    def broken(path, runs):
         raise duckdb.IOException('IO Error: No files found that match the pattern "runs/*/events.parquet"')
 
     monkeypatch.setattr(data, "category_times", broken)
@@ -364,13 +400,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _load(page, url: str) -> None:
+    """Open `url` and wait until its script has run: a title drawn, no "running" status left."""
+    page.goto(url)
+    page.wait_for_selector("h1", timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=30_000)
+
+
 def _dashboard_command(path: str, port: int) -> list[str]:
-    observatory = Path(sys.executable).parent / "observatory"
-    listed = subprocess.run([str(observatory), "--help"], capture_output=True, text=True).stdout
-    if "dashboard" in listed:
-        return [str(observatory), "dashboard", "--db", path, "--port", str(port)]
-    # Until app/cli.py registers the subcommand: the same command through its module.
-    return [sys.executable, "-m", "app.dashboard.command", "--db", path, "--port", str(port)]
+    """`observatory dashboard` from this checkout: run as a module from ROOT, not the venv's console script,
+    which imports whichever checkout the venv was installed from (an editable install)."""
+    return [sys.executable, "-m", "app.cli", "dashboard", "--db", path, "--port", str(port)]
 
 
 @pytest.mark.slow
@@ -398,11 +438,9 @@ def test_end_to_end_every_page_in_chromium(dash, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             for name, url in URLS.items():
                 query = f"?run={picks[name]}" if name in picks else ""
-                page.goto(f"http://127.0.0.1:{port}/{url}{query}")
-                page.wait_for_selector("h1", timeout=30_000)
+                _load(page, f"http://127.0.0.1:{port}/{url}{query}")
                 if name in CHART_PAGES:
                     page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=30_000)
-                page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=30_000)
                 page.wait_for_timeout(800)  # let the last charts lay out
                 exceptions = page.query_selector_all('[data-testid="stException"]')
                 assert not exceptions, f"{name}: {exceptions[0].inner_text()}"
@@ -413,6 +451,9 @@ def test_end_to_end_every_page_in_chromium(dash, tmp_path):
                 page.screenshot(path=str(shots / f"{name}.png"))
                 assert (shots / f"{name}.png").stat().st_size > 20_000, f"{name}: the screenshot is blank"
                 page.set_viewport_size({"width": 1400, "height": 1000})
+            _load(page, f"http://127.0.0.1:{port}/runs")  # the Runs page at its own name too, not only at the root
+            page.wait_for_timeout(800)  # a "Page not found" dialog comes after the first script run
+            assert page.inner_text("h1") == "Runs" and "Page not found" not in page.inner_text("body"), page.inner_text("body")[:500]
             browser.close()
     finally:
         server.terminate()

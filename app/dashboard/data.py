@@ -4,6 +4,11 @@ Every function takes the store path first, so each store has its own cache entri
 (`clear_caches`) drops them and the connection, and the next page run reads the last committed
 state. Reading never blocks a writer: the catalog is opened read-only (any number of processes
 may) and its views read only committed run folders, each whole or absent.
+
+One snapshot per page: `runs(path)` is the list of runs a page works from, read once and cached
+until Refresh. Runs committed since are in the store but not in that list, so a reader over all
+runs takes the page's runs frame and answers for its runs only (`_within`), and a reader of one
+run is given a run id from it. No page can then meet a run its runs frame does not have.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import streamlit as st
 
 from store.analysis import gpu_idle_breakdown, gpu_time_breakdown, host_overhead, kernel_stats
 from store.analysis.operators import top_cpu_operators
-from store.analysis.compare import category_shift, latency_stats, latest_per_variant, speedup
+from store.analysis.compare import category_shift, latency_stats, speedup
 from store import summaries
 from store.db import Store, default_path
 
@@ -112,6 +117,11 @@ def run_details(path: str, run_id: str) -> dict:
     return {"config": _json(config), "environment": _json(environment), "metrics": metrics}
 
 
+def _within(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `frame` whose run is in `runs` (a page's runs frame): what an all-runs read answers for that page."""
+    return frame[frame["run_id"].isin(runs["run_id"])].reset_index(drop=True)
+
+
 def _json(text: str | None) -> dict:
     try:
         value = json.loads(text) if text else {}
@@ -121,9 +131,13 @@ def _json(text: str | None) -> dict:
 
 
 # -- breakdown ----------------------------------------------------------------------------
+def category_times(path: str, runs: pd.DataFrame) -> pd.DataFrame:
+    """The op_time_by_category view for the runs of `runs`: (run_id, rank, side, category, time_us, count, share_pct)."""
+    return _within(_category_times(path), runs)
+
+
 @st.cache_data(show_spinner="Summing operator time by category over every run ...")
-def category_times(path: str) -> pd.DataFrame:
-    """The op_time_by_category view for every run: (run_id, rank, side, category, time_us, count, share_pct)."""
+def _category_times(path: str) -> pd.DataFrame:
     frame = summaries.category_times(Store(path)).to_pandas()
     return frame.sort_values(["run_id", "side", "time_us"], ascending=[True, True, False], ignore_index=True)
 
@@ -153,12 +167,6 @@ def baseline_variant(workload: str) -> str | None:
 
 
 @st.cache_data(show_spinner=False)
-def latest_runs(path: str, workload: str, baseline: str) -> tuple[str, dict[str, str]]:
-    with _cursor(path) as con:
-        return latest_per_variant(con, workload, baseline)
-
-
-@st.cache_data(show_spinner=False)
 def latency(path: str, run_ids: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """latency_stats per run and phase, and the raw timed repeats (for their spread)."""
     with _cursor(path, run_ids) as con:
@@ -175,9 +183,13 @@ def comparison(path: str, baseline: str, other: str) -> tuple[pd.DataFrame, pd.D
 
 
 # -- sequence lengths ---------------------------------------------------------------------
+def attention_runs(path: str, runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of `runs` with attention calls recorded, and how many."""
+    return _within(_attention_runs(path), runs)
+
+
 @st.cache_data(show_spinner=False)
-def attention_runs(path: str) -> pd.DataFrame:
-    """Runs with attention calls recorded, and how many."""
+def _attention_runs(path: str) -> pd.DataFrame:
     with _cursor(path) as con:
         return con.execute("SELECT run_id, count(*) AS calls FROM attention_calls GROUP BY run_id").df()
 

@@ -19,7 +19,9 @@ PAGES = Path(__file__).parent / "page_scripts"
 st.set_page_config(page_title="Observatory", page_icon=":material/monitoring:", layout="wide")
 
 navigation = st.navigation([
-    st.Page(PAGES / "runs.py", title="Runs", icon=":material/list:", default=True),
+    # The Runs page is the root URL's, and answers at its own name too (/runs): a default page is served only at /.
+    st.Page(PAGES / "runs.py", title="Runs", icon=":material/list:", default=True, url_path=""),
+    st.Page(PAGES / "runs.py", title="Runs", icon=":material/list:", url_path="runs", visibility="hidden"),
     st.Page(PAGES / "breakdown.py", title="Breakdown", icon=":material/stacked_bar_chart:"),
     st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page(PAGES / "seqlen.py", title="Sequence lengths", icon=":material/straighten:"),

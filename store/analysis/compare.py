@@ -69,23 +69,28 @@ def category_shift(con: duckdb.DuckDBPyConnection, baseline: str, other: str) ->
     return con.execute(CATEGORY_SHIFT_SQL, [baseline, other, baseline, other]).df()
 
 
-LATEST_SQL = """
-SELECT variant, arg_max(run_id, stored_at) AS run_id
-FROM runs
-WHERE workload = ? AND status = 'ok' AND preset = ? AND batch = ? AND dtype = ? AND device = ?
-GROUP BY variant
-"""
+SETTINGS = ["preset", "batch", "dtype", "device"]  # what a variant's run must share with the baseline run it is compared to
+PAIRING_COLUMNS = ["run_id", "workload", "variant", "status", "stored_at", *SETTINGS]
+
+
+def pair_latest(runs: pd.DataFrame, workload: str, baseline_variant: str) -> tuple[str, dict[str, str]]:
+    """The latest successful baseline run of a workload among `runs`, and the latest successful run of each
+    other variant at its SETTINGS (a missing setting matches a missing one); latest by stored_at, then run_id.
+
+    `runs` is a frame of `runs` rows with at least PAIRING_COLUMNS: the dashboard's cached runs list, or the
+    store's rows for the CLI (latest_per_variant), so both pair by this one rule.
+    """
+    ok = runs[(runs["workload"] == workload) & (runs["status"] == "ok")].sort_values(["stored_at", "run_id"])
+    base = ok[ok["variant"] == baseline_variant]
+    if base.empty:
+        raise ValueError(f"--workload {workload}: no successful {baseline_variant!r} (baseline) run in the store; run `observatory run {workload}` first")
+    latest = base.iloc[[-1]]
+    same = ok.merge(latest[SETTINGS], on=SETTINGS).sort_values(["stored_at", "run_id"])
+    newest = same[same["variant"] != baseline_variant].groupby("variant").tail(1)
+    return str(latest["run_id"].iloc[0]), dict(zip(newest["variant"], newest["run_id"]))
 
 
 def latest_per_variant(con: duckdb.DuckDBPyConnection, workload: str, baseline_variant: str) -> tuple[str, dict[str, str]]:
-    """The latest baseline run of a workload, and the latest run of each variant at its settings."""
-    base = con.execute(
-        "SELECT run_id, preset, batch, dtype, device FROM runs WHERE workload = ? AND variant = ? AND status = 'ok' "
-        "ORDER BY stored_at DESC LIMIT 1",
-        [workload, baseline_variant],
-    ).fetchone()
-    if base is None:
-        raise ValueError(f"--workload {workload}: no successful {baseline_variant!r} (baseline) run in the store; run `observatory run {workload}` first")
-    run_id, preset, batch, dtype, device = base
-    rows = con.execute(LATEST_SQL, [workload, preset, batch, dtype, device]).fetchall()
-    return run_id, {variant: rid for variant, rid in rows if variant != baseline_variant}
+    """pair_latest over the store's runs of `workload`."""
+    columns = ", ".join(PAIRING_COLUMNS)
+    return pair_latest(con.execute(f"SELECT {columns} FROM runs WHERE workload = ?", [workload]).df(), workload, baseline_variant)

@@ -18,7 +18,7 @@ st.caption(
     "bars grouped by variant (imports: by folder). Device time sums kernel durations, so overlapping streams can exceed wall "
     "time; CPU time is operator self time. Categories: docs/analyses.md."
 )
-times = data.category_times(path)
+times = data.category_times(path, runs)
 measured = runs[runs["run_id"].isin(times["run_id"])]
 if measured.empty:
     st.info("No run has operator events yet (failed runs have none).")

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app.dashboard import charts, data
+from store.analysis.compare import pair_latest
 
 path = data.store_path()
 runs = data.runs(path)
@@ -31,7 +32,7 @@ baseline = right.selectbox(
     help=f"The registry's baseline of {workload} is {registered!r}." if registered else "This workload is not in the registry.",
 )
 try:
-    base_run, others = data.latest_runs(path, workload, baseline)
+    base_run, others = pair_latest(runs, workload, baseline)  # from the page's runs list, not the store now
 except ValueError as exc:
     st.info(str(exc))
     st.stop()

@@ -37,7 +37,7 @@ st.caption(
     "Every attention call of one eager iteration of a profiled run, from the sequence-length recorder: query length "
     "(q_len; H*W of the feature map in a UNet) and key/value length (kv_len: text tokens for cross-attention, the cache for decode)."
 )
-recorded = runs[runs["run_id"].isin(data.attention_runs(path)["run_id"])]
+recorded = runs[runs["run_id"].isin(data.attention_runs(path, runs)["run_id"])]
 if recorded.empty:
     st.info("No run has attention calls yet: they are recorded by runs profiled here (`observatory run diffusion-t2i`, "
             "`observatory run llm-decode`); imported traces carry none.")
