@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up Observatory in .venv/ (idempotent), then run the main job on the default store.
-#   ./setup.sh            set up, then import ../shared/traces and print the report
-#   ./setup.sh --no-run   set up only (used by ./test.sh)
+#   ./setup.sh                  set up, then run the main job (observatory demo)
+#   ./setup.sh --no-run         set up only
+#   ./setup.sh --for-tests      set up only, plus what the tests need beyond the project (a headless
+#                               browser for the dashboard's browser tests; used by ./test.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,12 +17,17 @@ if [ ! -x .venv/bin/observatory ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "
   touch "$stamp"
 fi
 
-# Headless Chromium (Debian's package) for the dashboard's browser tests.
-if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "installing Debian's chromium for the dashboard's browser tests" >&2
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
-    || echo "could not install chromium: the browser tests will be skipped" >&2
-fi
-
-[ "${1:-}" = "--no-run" ] && exit 0
+case "${1:-}" in
+  --no-run) exit 0 ;;
+  --for-tests)
+    # Headless Chromium (Debian's package) for the dashboard's browser tests: only the test
+    # command installs it, never the main job.
+    chromium="${OBSERVATORY_CHROMIUM:-/usr/bin/chromium}"
+    if [ ! -x "$chromium" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      echo "installing Debian's chromium for the dashboard's browser tests" >&2
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+        || echo "could not install chromium: the browser tests will be skipped" >&2
+    fi
+    exit 0 ;;
+esac
 exec .venv/bin/observatory demo

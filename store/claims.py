@@ -1,8 +1,8 @@
 """Claims: work being done is claimed by its owner, so no two processes do it at once.
 
-A claim is a small JSON file naming its owner: host, pid, and the process's start time
-(field 22 of /proc/<pid>/stat, clock ticks since boot), so that a pid the system has given to
-another process since is not taken for the owner. Claims in a folder are read and written
+A claim is a small JSON file naming its owner (store/owners.py: host, pid, and the process's
+start time, so that a pid the system has given to another process since is not taken for the
+owner). Claims in a folder are read and written
 under an flock on the folder's `.lock`, held only for that moment:
 
 - no claim file: the caller writes its own and owns the work;
@@ -18,44 +18,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from store.owners import Owner
+
 LOCK_FILE = ".lock"
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot), or None if no live process has that pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    state, *fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    if state in ("Z", "X"):  # a zombie or dead process: it does nothing any more
-        return None
-    return int(fields[18])  # field 22; `state` is field 3
-
-
-@dataclass(frozen=True)
-class Owner:
-    host: str
-    pid: int
-    start_ticks: int | None
-
-    @classmethod
-    def this_process(cls) -> "Owner":
-        return cls(socket.gethostname(), os.getpid(), process_start_ticks(os.getpid()))
-
-    def is_alive(self) -> bool:
-        if self.host != socket.gethostname():
-            return True
-        return self.start_ticks is not None and process_start_ticks(self.pid) == self.start_ticks
-
-    def __str__(self) -> str:
-        return f"pid {self.pid} on {self.host}"
 
 
 @dataclass(frozen=True)
@@ -70,7 +40,7 @@ def claim(folder: Path, name: str) -> Claim:
     """Claim `name` in `folder` for this process, unless a live owner holds it."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    me = Owner.this_process()
+    me = Owner.current()
     with _locked(folder):
         holder = _read_owner(path)
         if holder is not None and holder.is_alive():

@@ -17,14 +17,15 @@ _TAG = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+)~(?P<pid>\d+)~(?P<start>\d+)$")
 
 
 def _start_ticks(pid: int) -> int | None:
-    """The process's start time, or None when no such process exists."""
+    """The process's start time, or None when no live process has that pid (a zombie does nothing any more)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
     # the command name (field 2) may hold spaces and parentheses: split after its closing one
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    state, *fields = stat[stat.rindex(b")") + 2 :].split()
+    return None if state in (b"Z", b"X") else int(fields[18])  # field 22; `state` is field 3
 
 
 @lru_cache(maxsize=1)
@@ -53,6 +54,9 @@ class Owner:
     def tag(self) -> str:
         """A file-name-safe text naming this owner (`Owner.parse` reads it back)."""
         return f"{self.host}~{self.pid}~{self.start}"
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}"
 
     def is_alive(self) -> bool:
         if self.host != _host():
