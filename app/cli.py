@@ -48,19 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(p)
     _add_format(p, ("table", "csv", "json"))
 
-    p = sub.add_parser("demo", help="the main job: import ../shared/traces, profile both workloads, compare, open the dashboard",
-                       description="Import the real GPU traces in ../shared/traces and print one summary line per run; profile both "
-                       "workloads in their baseline and variants (sweeps/demo.toml) and compare them; then serve the dashboard.")
-    p.add_argument("--no-dashboard", action="store_true", help="stop after the comparison instead of serving the dashboard")
-    _add_db(p)
-    p.set_defaults(format="table")
-
-    from app import workload_commands
+    from app import demo, reproduce, workload_commands
     from app.dashboard import command as dashboard_command
 
+    demo.add_parser(sub, _add_db)
     workload_commands.add_parsers(sub, _add_db, _add_format)
+    reproduce.add_parsers(sub, _add_db, _add_format)
     dashboard_command.add_parser(sub, _add_db)
     return parser
+
+
+# The module that holds each command's `cmd_<name>`.
+HANDLERS = {
+    "ingest": "app.commands", "runs": "app.commands", "report": "app.commands", "sql": "app.commands",
+    "demo": "app.demo",
+    "list": "app.workload_commands", "run": "app.workload_commands", "sweep": "app.workload_commands", "compare": "app.workload_commands",
+    "reproduce": "app.reproduce",
+    "dashboard": "app.dashboard.command",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,10 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 0 for --help, 2 for usage errors
         return int(exc.code or 0)
-    from app import commands, workload_commands
-    from app.dashboard import command as dashboard_command
+    from importlib import import_module
 
-    handler = next(getattr(m, f"cmd_{args.command}") for m in (commands, workload_commands, dashboard_command) if hasattr(m, f"cmd_{args.command}"))
+    handler = getattr(import_module(HANDLERS[args.command]), f"cmd_{args.command}")
     try:
         return handler(args)
     except KeyboardInterrupt:

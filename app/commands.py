@@ -14,11 +14,7 @@ from store.ingest import find_traces, ingest_file
 from store.read_statement import check_read_statement, first_line
 from store.trace_reader import STREAM_THRESHOLD_BYTES, TraceError, decompressed_size
 
-EXIT_OK, EXIT_ERROR = 0, 1
-
-
-def open_store(args: argparse.Namespace) -> Store:
-    return Store(args.db) if args.db else Store()
+from app.context import EXIT_ERROR, EXIT_OK, open_store, resolve_run
 
 
 def _ingest_one(store: Store, path: Path, label: str | None, show_progress: bool):
@@ -90,22 +86,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def resolve_run(con: duckdb.DuckDBPyConnection, prefix: str) -> str:
-    matches = [r[0] for r in con.execute("SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [prefix]).fetchall()]
-    if not matches:
-        raise ValueError(f"run {prefix!r}: no such run in the store (see `observatory runs`)")
-    if len(matches) > 1 and prefix not in matches:
-        raise ValueError(f"run {prefix!r} is ambiguous: {', '.join(matches[:5])}{' ...' if len(matches) > 5 else ''}")
-    return prefix if prefix in matches else matches[0]
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from app.report_view import print_report
     from store.analysis.report import build_report
 
     store = open_store(args)
     if args.run_id is None:
-        return _print_summary(store, args)
+        print_runs_summary(store, args.definition, args.format)
+        return EXIT_OK
     with store.connect() as con:
         run_id = resolve_run(con, args.run_id)
     with store.connect_runs([run_id]) as con:  # reads only this run's files
@@ -117,60 +105,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_summary(store: Store, args: argparse.Namespace) -> int:
+def print_runs_summary(store: Store, definition: str = "hta", fmt: str = "table") -> None:
+    """One line per run: `observatory report` without a run."""
     from store.analysis.summary import runs_summary
 
     with store.connect() as con:
-        summary = runs_summary(con, args.definition)
-    if args.format == "json":
+        summary = runs_summary(con, definition)
+    if fmt == "json":
         print_json(records(summary))
     else:
         print_frame(summary, title=f"{len(summary)} runs in {store.path} (`observatory report RUN` for one run)")
-    return EXIT_OK
-
-
-SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job: import the shared real traces into the store and print the summary report."""
-    if not SHARED_TRACES.is_dir():
-        raise ValueError(f"{SHARED_TRACES}: the shared traces are not there (expected beside the project folder)")
-    store = open_store(args).ensure()
-    console.print(f"importing the real GPU traces under {SHARED_TRACES} into {store.path}", highlight=False)
-    created = skipped = 0
-    for file in find_traces(SHARED_TRACES):
-        try:
-            result = ingest_file(store, file, label="shared-traces")
-            created += result.created
-        except TraceError as exc:
-            skipped += 1
-            console.print(f"  not imported: {exc}", markup=False, highlight=False)
-    console.print(f"{created} new runs imported, {skipped} files not imported (reasons above)")
-    summaries.refresh(store)
-    summary_args = argparse.Namespace(db=args.db, run_id=None, definition="hta", format="table")
-    _print_summary(store, summary_args)
-    _demo_sweep(args)
-    if args.no_dashboard:
-        return EXIT_OK
-    from app.dashboard.command import DEFAULT_PORT, LOOPBACK, cmd_dashboard
-
-    console.rule("the dashboard")
-    return cmd_dashboard(argparse.Namespace(db=str(store.path), port=DEFAULT_PORT, host=LOOPBACK))
-
-
-DEMO_SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "demo.toml"
-
-
-def _demo_sweep(args: argparse.Namespace) -> int:
-    """Profile both workloads (baseline and variants) on this machine and compare them."""
-    from app.workload_commands import cmd_compare, cmd_sweep
-
-    console.rule("profiling our own workloads")
-    cmd_sweep(argparse.Namespace(file=str(DEMO_SWEEP), db=args.db, retry_failed=False))
-    for workload in ("diffusion-t2i", "llm-decode"):
-        console.rule(f"{workload}: variants vs baseline")
-        cmd_compare(argparse.Namespace(db=args.db, runs=[], workload=workload, format="table"))
 
 
 SQL_REFUSED_BECAUSE = "`observatory sql` only reads; to export, use --format csv > FILE (or --format json)"
@@ -188,4 +132,4 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["cmd_ingest", "cmd_runs", "cmd_report", "cmd_sql", "StoreError"]
+__all__ = ["cmd_ingest", "cmd_runs", "cmd_report", "cmd_sql", "print_runs_summary", "StoreError"]

@@ -20,7 +20,7 @@ import pyarrow as pa
 from store import summaries
 from store.db import Store
 from store.ingest import RunInfo, ingest_file, record_failed_run
-from workloads.base import RunOptions, get
+from workloads.base import RunOptions, RunSpec, get, param_rows
 
 
 @dataclass(frozen=True)
@@ -29,17 +29,26 @@ class RunRequest:
     options: RunOptions
     repeats: int = 5
     warmup: int = 1
-    active_steps: int = 2
+    active_iterations: int = 2
     sweep: str | None = None  # the sweep this run belongs to
     sweep_key: str | None = None  # its grid point, so a resumed sweep can skip it
 
-    def config(self) -> dict:
+    def spec(self) -> RunSpec:
+        """The checked settings (bad options fail here, before anything is stored)."""
+        for name, least in (("repeats", 1), ("warmup", 0), ("active_iterations", 1)):
+            if getattr(self, name) < least:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(self, name)}")
+        return get(self.workload).resolve(self.options)
+
+    def config(self, spec: RunSpec) -> dict:
         return {
             "workload": self.workload,
-            **asdict(self.options),
+            **{k: v for k, v in asdict(self.options).items() if k != "params"},
+            "variant": spec.variant,
+            "params": spec.params.as_dict(),
             "repeats": self.repeats,
             "warmup": self.warmup,
-            "active_steps": self.active_steps,
+            "active_iterations": self.active_iterations,
             "sweep": self.sweep,
             "sweep_key": self.sweep_key,
         }
@@ -55,19 +64,27 @@ def new_run_id() -> str:
     return f"r-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def run_fields(request: RunRequest, options: RunOptions, started: datetime) -> dict:
+def run_fields(request: RunRequest, spec: RunSpec, started: datetime) -> dict:
+    """The `runs` row a profiled run has whatever happens to it (failed runs too)."""
     return {
         "source": "profile",
         "workload": request.workload,
-        "variant": options.variant,
-        "preset": options.preset,
-        "batch": options.batch,
-        "dtype": options.dtype,
-        "device": options.device.split(":")[0],
+        "variant": spec.variant,
+        "preset": spec.preset,
+        "batch": spec.batch,
+        "dtype": spec.dtype,
+        "device": spec.device.split(":")[0],
         "host": socket.gethostname(),
         "started_at": started,
-        "config": json.dumps({**request.config(), "variant": options.variant}),
+        "config": json.dumps(request.config(spec)),
+        "kind": get(request.workload).kind,
+        "params": json.dumps(spec.params.as_dict(), sort_keys=True),
+        "settings_key": spec.settings_key(),
     }
+
+
+def params_table(spec: RunSpec) -> pa.Table:
+    return _table(param_rows(spec.params))
 
 
 def _table(rows: list[dict], keep: tuple[str, ...] | None = None) -> pa.Table:
@@ -82,35 +99,35 @@ def execute(store: Store, request: RunRequest, run_id: str | None = None) -> str
     from store.schema import TABLES
 
     workload = get(request.workload)
-    options = workload.check(request.options)  # bad options fail before anything is stored
+    spec = request.spec()  # bad options fail before anything is stored
     run_id = run_id or new_run_id()
     started = datetime.now(timezone.utc)
-    fields = run_fields(request, options, started)
+    fields = run_fields(request, spec, started)
     scratch = store.scratch_folder()  # the profiler's trace waits here, then moves into the run's folder
     try:
         try:
-            built = workload.build(options)
+            built = workload.build(spec)
             config = ProfileConfig(
                 logdir=scratch,
                 worker_name=run_id,
-                warmup_steps=request.warmup,
-                active_steps=request.active_steps,
+                warmup_iterations=request.warmup,
+                active_iterations=request.active_iterations,
                 timed_repeats=request.repeats,
-                device=options.device,
+                device=spec.device,
             )
             result = profile(built, config)
         except Exception as exc:  # any failure of the workload is the run's result, stored with its error
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if isinstance(exc, MemoryError):
                 error += " (out of memory)"
-            record_failed_run(store, run_id, error=error, environment=json.dumps({"traceback": traceback.format_exc(limit=8)}), **fields)
+            record_failed_run(store, run_id, error=error, environment=json.dumps({"traceback": traceback.format_exc(limit=8)}),
+                              extra_tables={"params": params_table(spec)}, **fields)
             raise RunFailed(run_id, error) from exc
 
         environment = {
             **result.environment,
             "telemetry_status": result.telemetry_status,
             "warmup_us": result.warmup_us,
-            "phase_warmup_us": result.phase_warmup_us,
             "info": {k: v for k, v in built.info.items() if isinstance(v, (int, float, str, bool, type(None)))},
         }
         extra = {
@@ -118,6 +135,8 @@ def execute(store: Store, request: RunRequest, run_id: str | None = None) -> str
             "attention_calls": _table(result.attention_calls, tuple(TABLES["attention_calls"].names)),
             "telemetry": _table(result.telemetry, tuple(TABLES["telemetry"].names)),
             "metrics": _table(result.metrics, tuple(TABLES["metrics"].names)),
+            "numerics": _table(result.numerics, tuple(TABLES["numerics"].names)),
+            "params": params_table(spec),
         }
         fields.update(device_name=result.environment.get("device_name"), environment=json.dumps(environment, default=str))
         run = RunInfo(run_id=run_id, fields=fields, extra_tables={k: v for k, v in extra.items() if v.num_columns}, owns_trace=True)

@@ -1,18 +1,22 @@
-"""Sweeps: a TOML grid of runs, each run in its own process, resumable.
+"""Sweeps: a TOML grid of runs, resumable, each point run once.
 
-    name = "llm-decode-tiny"          # runs already done under this name are skipped
+    name = "video-frames"             # runs already done under this name are skipped
     [grid]
-    workloads = ["llm-decode"]
+    workloads = ["video-t2v"]
     variants = ["all"]                # or names; a workload without a named variant skips it
     presets = ["tiny"]
-    batches = [1]
-    dtypes = ["float32"]
+    batches = [1]                     # optional, default [1]
+    dtypes = ["float32"]              # optional, default ["float32"]
+    [grid.params]                     # optional: workload parameters, each a list of values
+    frames = [2, 4, 8, 16]            # applies to the workloads that have the parameter
     [run]
-    repeats = 5                       # optional: warmup, steps, device, timeout_s, memory_limit_gb
+    repeats = 5                       # optional: warmup, device, seed, timeout_s, memory_limit_gb
 
 A run that raises, crashes or runs out of memory is stored as a failed run with its error,
-and the sweep goes on. The executor is a plain subprocess per run on this machine; bigger
-sweeps belong on Ray or Slurm (submitit), which can call `observatory run` the same way.
+and the sweep goes on. Executors: `process` (default: each run in its own process, which a
+crash or an out-of-memory kill cannot take the sweep down with; `timeout_s` and
+`memory_limit_gb` apply) and `inline` (each run in this process: no import cost per run, for
+many short runs such as `observatory reproduce --preset tiny`).
 
 Each point is run once, however many sweeps of the file run at once: a sweep claims a point
 before running it (`store.claims`, under `<db>.parts/claims/`), skips points a live sweep has
@@ -32,20 +36,22 @@ import signal
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from app.runner import RunRequest, new_run_id, run_fields
+from app.runner import RunFailed, RunRequest, execute, new_run_id, run_fields
 from store.claims import Claim, Owner, claim, release
 from store.db import Store
 from store.ingest import record_failed_run
 from workloads.base import RunOptions, all_workloads, get, unknown_name
 
 GRID_KEYS = {"workloads": str, "variants": str, "presets": str, "batches": int, "dtypes": str}
-RUN_KEYS = {"repeats": int, "warmup": int, "steps": int, "device": str, "timeout_s": (int, float), "memory_limit_gb": (int, float)}
-ZERO_ALLOWED = {"warmup"}  # `observatory run --warmup 0` is allowed too
+GRID_DEFAULTS = {"batches": [1], "dtypes": ["float32"]}
+RUN_KEYS = {"repeats": int, "warmup": int, "device": str, "seed": int, "timeout_s": (int, float), "memory_limit_gb": (int, float)}
+ZERO_ALLOWED = {"warmup", "seed"}  # `observatory run --warmup 0` is allowed too
+EXECUTORS = ("process", "inline")
 
 
 class SweepFileError(ValueError):
@@ -54,16 +60,14 @@ class SweepFileError(ValueError):
 
 @dataclass(frozen=True)
 class SweepRun:
-    workload: str
-    variant: str
-    preset: str
-    batch: int
-    dtype: str
+    request: RunRequest
     key: str
 
     @property
     def label(self) -> str:
-        return f"{self.workload} {self.variant} {self.preset} batch={self.batch} {self.dtype}"
+        o = self.request.options
+        params = " ".join(f"{k}={v}" for k, v in sorted(o.params.items()))
+        return " ".join(x for x in (self.request.workload, o.variant, o.preset, f"batch={o.batch}", o.dtype, params) if x)
 
 
 @dataclass
@@ -73,7 +77,6 @@ class Sweep:
     runs: list[SweepRun]
     settings: dict = field(default_factory=dict)
     skipped_combinations: int = 0
-
 
 def _line_of(text: str, key: str) -> int | None:
     for number, line in enumerate(text.splitlines(), start=1):
@@ -88,9 +91,9 @@ def _error(path: Path, text: str, key: str | None, problem: str) -> SweepFileErr
 
 
 def _checked_list(path: Path, text: str, table: dict, key: str, kind) -> list:
-    if key not in table:
+    if key not in table and key not in GRID_DEFAULTS:
         raise _error(path, text, None, f"[grid] needs {key!r}")
-    values = table[key]
+    values = table.get(key, GRID_DEFAULTS.get(key))
     if not isinstance(values, list) or not values or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
         raise _error(path, text, key, f"{key} must be a non-empty list of {kind.__name__}s, got {values!r}")
     return values
@@ -107,8 +110,9 @@ def _check_run_setting(path: Path, text: str, key: str, value) -> None:
         raise _error(path, text, key, f"{key} must be {expected}, got {value!r}")
 
 
-def load_sweep(path: Path) -> Sweep:
-    """Parse and validate a sweep file completely before anything runs."""
+def load_sweep(path: Path, preset: str | None = None, device: str | None = None) -> Sweep:
+    """Parse and validate a sweep file completely before anything runs; `preset` and `device`
+    replace the file's own (`observatory reproduce --preset paper --device cuda`)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -127,11 +131,18 @@ def load_sweep(path: Path) -> Sweep:
     grid, settings = data.get("grid"), data.get("run", {})
     if not isinstance(grid, dict):
         raise SweepFileError(f"{path}: needs a [grid] table")
-    for key in set(grid) - set(GRID_KEYS):
-        raise _error(path, text, key, f"unknown grid key {key!r}; expected {', '.join(GRID_KEYS)}")
+    grid_params = grid.get("params", {})
+    for key in set(grid) - set(GRID_KEYS) - {"params"}:
+        raise _error(path, text, key, f"unknown grid key {key!r}; expected {', '.join(GRID_KEYS)} or [grid.params]")
     for key, value in settings.items():
         _check_run_setting(path, text, key, value)
+    if device is not None:
+        settings = {**settings, "device": device}
     lists = {key: _checked_list(path, text, grid, key, kind) for key, kind in GRID_KEYS.items()}
+    if preset is not None:
+        lists["presets"] = [preset]
+    if not isinstance(grid_params, dict) or any(not isinstance(v, list) or not v for v in grid_params.values()):
+        raise _error(path, text, "params", "[grid.params] holds parameter = [values, ...] lists")
 
     known = [w.name for w in all_workloads()]
     for workload in lists["workloads"]:
@@ -142,21 +153,32 @@ def load_sweep(path: Path) -> Sweep:
     for variant in wanted:
         if variant != "all" and variant not in everywhere:
             raise _error(path, text, "variants", unknown_name("variant", variant, everywhere))
+    declared = {p for w in lists["workloads"] for p in get(w).param_names}
+    for param in grid_params:
+        if param not in declared:
+            raise _error(path, text, param, "[grid.params]: " + unknown_name("parameter", param, declared))
 
     runs, skipped = [], 0
-    for workload, preset, batch, dtype in itertools.product(lists["workloads"], lists["presets"], lists["batches"], lists["dtypes"]):
+    for workload, preset_, batch, dtype in itertools.product(lists["workloads"], lists["presets"], lists["batches"], lists["dtypes"]):
         adapter = get(workload)
         variants = adapter.variants if "all" in wanted else [v for v in wanted if v in adapter.variants]
         skipped += 0 if "all" in wanted else len(wanted) - len(variants)
-        for variant in variants:
-            options = RunOptions(preset=preset, variant=variant, batch=batch, dtype=dtype, steps=settings.get("steps"), device=settings.get("device", "cpu"))
+        mine = {k: v for k, v in grid_params.items() if k in adapter.param_names}
+        for variant, values in itertools.product(variants, itertools.product(*mine.values())):
+            if "all" in wanted and variant in adapter.gpu_variants and not settings.get("device", "cpu").startswith("cuda"):
+                skipped += 1  # "all" on a CPU: the GPU-only rungs are not part of it
+                continue
+            options = RunOptions(preset=preset_, variant=variant, batch=batch, dtype=dtype, device=settings.get("device", "cpu"),
+                                 seed=settings.get("seed", 0), params=dict(zip(mine, values)))
+            request = RunRequest(workload, options, repeats=settings.get("repeats", 5), warmup=settings.get("warmup", 1), sweep=name)
             try:
-                adapter.check(options)
+                spec = request.spec()
             except ValueError as exc:
-                raise _error(path, text, "presets" if "preset" in str(exc) else "dtypes", str(exc)) from None
-            identity = json.dumps([name, workload, variant, preset, batch, dtype, sorted(settings.items())])
+                key = next((k for k in ("presets", "dtypes", "device", *mine) if k.rstrip("s") in str(exc)), None)
+                raise _error(path, text, key, str(exc)) from None
+            identity = json.dumps([name, workload, spec.variant, spec.settings(), request.repeats, request.warmup], sort_keys=True)
             key = hashlib.sha256(identity.encode()).hexdigest()[:16]
-            runs.append(SweepRun(workload, variant, preset, batch, dtype, key))
+            runs.append(SweepRun(replace(request, sweep_key=key), key))
     return Sweep(path, name, runs, settings, skipped)
 
 
@@ -188,28 +210,58 @@ def claim_point(store: Store, sweep: Sweep, run: SweepRun) -> Claim:
     return claim(claims_folder(store, sweep), run.key)
 
 
-def run_point(run: SweepRun, sweep: Sweep, store: Store, retry_failed: bool) -> PointOutcome:
-    """Claim the point, run it unless it was stored meanwhile, and release the claim once the run is stored."""
+def run_point(run: SweepRun, sweep: Sweep, store: Store, retry_failed: bool, executor: str = "process",
+              force: bool = False) -> PointOutcome:
+    """Claim the point, run it unless it was stored meanwhile (or `force`), and release the claim once the run is stored."""
     held = claim_point(store, sweep, run)
     if not held.ours:
         return PointOutcome("busy", f"being run by {held.owner}")
     try:
-        if run.key in done_keys(store, sweep, retry_failed):
+        if not force and run.key in done_keys(store, sweep, retry_failed):
             return PointOutcome("done", "stored meanwhile by another sweep", held.taken_from)
-        status, detail = execute_one(run, sweep, store, new_run_id())
+        execute_point = execute_inline if executor == "inline" else execute_one
+        status, detail = execute_point(run, sweep, store, new_run_id())
         return PointOutcome(status, detail, held.taken_from)
     finally:
         release(held)
 
 
-def run_command(run: SweepRun, sweep: Sweep, db: Path, run_id: str) -> list[str]:
-    command = [sys.executable, "-m", "app.cli", "run", run.workload, "--variant", run.variant, "--preset", run.preset,
-               "--batch", str(run.batch), "--dtype", run.dtype, "--db", str(db), "--format", "json",
-               "--run-id", run_id, "--sweep", sweep.name, "--sweep-key", run.key]
-    for key in ("repeats", "warmup", "steps", "device"):
-        if key in sweep.settings:
-            command += [f"--{key}", str(sweep.settings[key])]
+def run_sweep(store: Store, sweep: Sweep, executor: str = "process", retry_failed: bool = False,
+              on_start: Callable[[SweepRun], None] | None = None,
+              on_outcome: Callable[[SweepRun, PointOutcome], None] | None = None) -> dict[str, PointOutcome]:
+    """Every point of the sweep not yet done; {sweep key: outcome} of the points it ran or skipped."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"--executor: " + unknown_name("executor", executor, EXECUTORS))
+    store.ensure()
+    done = done_keys(store, sweep, retry_failed)
+    outcomes = {}
+    for run in (r for r in sweep.runs if r.key not in done):
+        if on_start:
+            on_start(run)
+        outcomes[run.key] = outcome = run_point(run, sweep, store, retry_failed, executor)
+        if on_outcome:
+            on_outcome(run, outcome)
+    return outcomes
+
+
+def run_command(run: SweepRun, db: Path, run_id: str) -> list[str]:
+    request, o = run.request, run.request.options
+    command = [sys.executable, "-m", "app.cli", "run", request.workload, "--variant", o.variant, "--preset", o.preset,
+               "--batch", str(o.batch), "--dtype", o.dtype, "--device", o.device, "--seed", str(o.seed),
+               "--repeats", str(request.repeats), "--warmup", str(request.warmup),
+               "--db", str(db), "--format", "json", "--run-id", run_id, "--sweep", request.sweep, "--sweep-key", run.key]
+    for name, value in sorted(o.params.items()):
+        command += ["--param", f"{name}={value}"]
     return command
+
+
+def execute_inline(run: SweepRun, sweep: Sweep, store: Store, run_id: str) -> tuple[str, str]:
+    """Run in this process; returns (status, detail). A failure is stored by the runner."""
+    try:
+        execute(store, run.request, run_id=run_id)
+    except RunFailed as exc:
+        return "failed", exc.error
+    return "ok", run_id
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -255,7 +307,7 @@ def death_reason(returncode: int, stderr: str) -> str:
 
 def execute_one(run: SweepRun, sweep: Sweep, store: Store, run_id: str) -> tuple[str, str]:
     """Run in a child process; returns (status, detail). A child that dies is recorded here."""
-    command = run_command(run, sweep, store.path, run_id)
+    command = run_command(run, store.path, run_id)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=sweep.settings.get("timeout_s"),
                               preexec_fn=child_setup(sweep.settings.get("memory_limit_gb")), cwd=Path(__file__).resolve().parents[1])
@@ -267,10 +319,7 @@ def execute_one(run: SweepRun, sweep: Sweep, store: Store, run_id: str) -> tuple
             return "ok", run_id
         error = death_reason(done.returncode, done.stderr)
     if not store.has_run(run_id):  # the child did not live to store its own failure
-        options = RunOptions(preset=run.preset, variant=run.variant, batch=run.batch, dtype=run.dtype,
-                             steps=sweep.settings.get("steps"), device=sweep.settings.get("device", "cpu"))
-        request = RunRequest(run.workload, options, sweep=sweep.name, sweep_key=run.key)
-        record_failed_run(store, run_id, error=error, **run_fields(request, options, datetime.now(timezone.utc)))
+        record_failed_run(store, run_id, error=error, **run_fields(run.request, run.request.spec(), datetime.now(timezone.utc)))
         return "failed", error
     return "failed", error if done is None else _stored_error(store, run_id) or error
 

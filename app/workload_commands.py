@@ -8,9 +8,8 @@ from pathlib import Path
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from app.context import EXIT_ERROR, EXIT_OK, open_store, resolve_run
 from app.output import console, err_console, print_frame, print_json, records
-
-EXIT_OK, EXIT_ERROR = 0, 1
 
 
 def add_parsers(sub, add_db, add_format) -> None:
@@ -22,8 +21,10 @@ def add_parsers(sub, add_db, add_format) -> None:
     p.add_argument("--variant", help="optimized variant (default: the baseline)")
     p.add_argument("--preset", default="tiny", help="size preset: tiny (tests, CPU) or paper (the published dimensions)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--steps", type=int, help="denoising steps / generated tokens (default: the preset's)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a workload parameter, repeatable (e.g. --param frames=8; `observatory list` shows each workload's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0, help="random weights and inputs (default 0)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--repeats", type=int, default=5, help="unprofiled timed iterations (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="unprofiled warm-up iterations, reported apart (default 1)")
@@ -33,9 +34,10 @@ def add_parsers(sub, add_db, add_format) -> None:
     add_db(p)
     add_format(p)
 
-    p = sub.add_parser("sweep", help="run a grid of workloads x variants x presets x batches x dtypes", description="Run every point of a sweep file (TOML), each in its own process; runs already done are skipped.")
+    p = sub.add_parser("sweep", help="run a grid of workloads x variants x presets x parameters", description="Run every point of a sweep file (TOML); runs already done are skipped.")
     p.add_argument("file", metavar="FILE.toml")
     p.add_argument("--retry-failed", action="store_true", help="run again the points whose earlier run failed")
+    add_executor(p)
     add_db(p)
 
     p = sub.add_parser("compare", help="speedup and category shifts: two runs, or a workload's variants vs its baseline", description="Compare RUN_A (baseline) with RUN_B, or with --workload the latest run of each variant with the latest baseline run.")
@@ -45,11 +47,18 @@ def add_parsers(sub, add_db, add_format) -> None:
     add_format(p)
 
 
+def add_executor(p) -> None:
+    p.add_argument("--executor", choices=("process", "inline"), default="process",
+                   help="process: each run in its own process (default; survives crashes, honours timeout_s and memory_limit_gb); "
+                   "inline: each run in this process (no start-up cost per run)")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from workloads.base import all_workloads
 
     rows = [
-        {"workload": w.name, "baseline": w.baseline, "variants": ", ".join(w.variants[1:]), "presets": ", ".join(w.presets), "study": w.study}
+        {"workload": w.name, "kind": w.kind, "baseline": w.baseline, "variants": ", ".join(w.variants[1:]), "presets": ", ".join(w.presets),
+         "params": ", ".join(f"{k}={v}" for k, v in w.presets[next(iter(w.presets))].as_dict().items()), "study": w.study}
         for w in all_workloads()
     ]
     print_frame(pd.DataFrame(rows), args.format, title="workloads (`observatory run WORKLOAD --variant V`)")
@@ -58,19 +67,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _request(args: argparse.Namespace):
     from app.runner import RunRequest
-    from workloads.base import RunOptions
+    from workloads.base import RunOptions, parse_overrides
 
-    for name in ("batch", "repeats"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise ValueError(f"--warmup must be 0 or more, got {args.warmup}")
-    options = RunOptions(preset=args.preset, variant=args.variant, batch=args.batch, steps=args.steps, device=args.device, dtype=args.dtype)
+    options = RunOptions(preset=args.preset, variant=args.variant, batch=args.batch, device=args.device, dtype=args.dtype,
+                         seed=args.seed, params=parse_overrides(args.param))
     return RunRequest(args.workload, options, repeats=args.repeats, warmup=args.warmup, sweep=args.sweep, sweep_key=args.sweep_key)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from app.commands import open_store
     from app.runner import RunFailed, execute
     from store.analysis.run_summary import run_summary
 
@@ -104,28 +108,34 @@ def _print_run_summary(summary: dict) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from app.commands import open_store
-    from app.sweep import done_keys, load_sweep, run_point
+    print_sweep(open_store(args), Path(args.file), args.executor, args.retry_failed)
+    return EXIT_OK
 
-    sweep = load_sweep(Path(args.file))  # fails, naming file and line, before anything runs
-    store = open_store(args).ensure()
-    done = done_keys(store, sweep, args.retry_failed)
-    todo = [run for run in sweep.runs if run.key not in done]
-    console.print(f"sweep {sweep.name!r}: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} already done, {len(todo)} to run", highlight=False)
+
+def print_sweep(store, file: Path, executor: str = "process", retry_failed: bool = False,
+                preset: str | None = None, device: str | None = None) -> dict:
+    """Run a sweep file's points not yet done, with a progress bar; {sweep key: outcome}."""
+    from app.sweep import done_keys, load_sweep, run_sweep
+
+    sweep = load_sweep(file, preset=preset, device=device)  # fails, naming file and line, before anything runs
+    todo = len(sweep.runs) - len(done_keys(store, sweep, retry_failed))
+    console.print(f"sweep {sweep.name!r}: {len(sweep.runs)} runs, {len(sweep.runs) - todo} already done, {todo} to run", highlight=False)
     counts = Counter()
     columns = (TextColumn("run"), MofNCompleteColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=err_console) as progress:
-        task = progress.add_task("", total=len(todo))
-        for run in todo:
-            progress.update(task, description=run.label)
-            outcome = run_point(run, sweep, store, args.retry_failed)
+        task = progress.add_task("", total=todo)
+
+        def finished(run, outcome) -> None:
             counts[outcome.status] += 1
             _say_outcome(progress.console, run.label, outcome)
             progress.advance(task)
+
+        outcomes = run_sweep(store, sweep, executor, retry_failed, on_start=lambda run: progress.update(task, description=run.label),
+                             on_outcome=finished)
     others = [f"{counts[status]} {what}" for status, what in SWEPT_BY_OTHERS.items() if counts[status]]
     console.print(f"sweep {sweep.name!r}: {counts['ok']} runs stored, {counts['failed']} failed (stored with their errors)"
                   + "".join(f", {text}" for text in others), highlight=False)
-    return EXIT_OK
+    return outcomes
 
 
 SWEPT_BY_OTHERS = {"busy": "being run by another sweep", "done": "stored meanwhile by another sweep"}
@@ -141,30 +151,44 @@ def _say_outcome(out, label: str, outcome) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from app.commands import open_store, resolve_run
-    from store.analysis.compare import category_shift, latest_per_variant, speedup
+    store = open_store(args)
+    if args.workload:
+        if args.runs:
+            raise ValueError("give either RUN_A RUN_B or --workload, not both")
+        print_comparisons(store, args.workload, args.format)
+        return EXIT_OK
+    if len(args.runs) != 2:
+        raise ValueError(f"compare takes two runs (RUN_A RUN_B) or --workload W; got {len(args.runs)} run(s)")
+    with store.connect() as con:
+        pairs = [(resolve_run(con, args.runs[0]), resolve_run(con, args.runs[1]), None)]
+    _print_results(store, pairs, args.format)
+    return EXIT_OK
+
+
+def print_comparisons(store, workload: str, fmt: str = "table") -> None:
+    """Each variant's latest run against the latest baseline run with the same settings."""
+    from store.analysis.compare import latest_per_variant
     from workloads.base import get
 
-    store = open_store(args)
     with store.connect() as con:
-        if args.workload:
-            if args.runs:
-                raise ValueError("give either RUN_A RUN_B or --workload, not both")
-            baseline, others = latest_per_variant(con, args.workload, get(args.workload).baseline)
-            pairs = [(baseline, run_id, variant) for variant, run_id in sorted(others.items())]
-            if not pairs:
-                raise ValueError(f"--workload {args.workload}: no variant runs at the baseline's settings yet")
-        else:
-            if len(args.runs) != 2:
-                raise ValueError(f"compare takes two runs (RUN_A RUN_B) or --workload W; got {len(args.runs)} run(s)")
-            pairs = [(resolve_run(con, args.runs[0]), resolve_run(con, args.runs[1]), None)]
+        baseline, others = latest_per_variant(con, workload, get(workload).baseline)
+    pairs = [(baseline, run_id, variant) for variant, run_id in sorted(others.items())]
+    if not pairs:
+        raise ValueError(f"--workload {workload}: no variant runs with the baseline's settings yet (preset, batch, dtype, device, parameters)")
+    _print_results(store, pairs, fmt)
+
+
+def _print_results(store, pairs: list[tuple[str, str, str | None]], fmt: str) -> None:
+    from store.analysis.compare import category_shift, speedup
+
+    with store.connect_runs(sorted({r for pair in pairs for r in pair[:2]})) as con:
         results = [
             {"baseline": a, "run": b, "variant": v, "speedup": records(speedup(con, a, b)), "category_shift": records(category_shift(con, a, b))}
             for a, b, v in pairs
         ]
-    if args.format == "json":
+    if fmt == "json":
         print_json(results)
-        return EXIT_OK
+        return
     for result in results:
         console.print(f"[bold]{result['run']}{' (' + result['variant'] + ')' if result['variant'] else ''}[/bold] vs baseline {result['baseline']}", highlight=False)
         if result["speedup"]:
@@ -174,4 +198,3 @@ def cmd_compare(args: argparse.Namespace) -> int:
         shift = pd.DataFrame(result["category_shift"])
         if not shift.empty:
             print_frame(shift, title="where time moved (operator time by category)")
-    return EXIT_OK

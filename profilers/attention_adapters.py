@@ -194,11 +194,28 @@ def _from_library(module: nn.Module, library: str, names: tuple[str, ...]) -> bo
     return any(c.__module__.startswith(library) and c.__name__ in names for c in type(module).__mro__)
 
 
-def site_builder(module: nn.Module) -> Callable[[nn.Module, str, str | None], Site] | None:
+@dataclass(frozen=True)
+class SiteRule:
+    """A workload's own attention modules: which (`matches(module, path)`), and how to read their
+    calls (`site(module, path, axis)` -> a Site whose `read` gives each call's lengths and kind).
+
+    Workloads pass these in `Built.attention_sites` for modules no library rule knows (temporal
+    attention with its own layout, clustered heads, triangle attention over a pair
+    representation); they are tried before the library rules below.
+    """
+
+    matches: Callable[[nn.Module, str], bool]
+    site: Callable[[nn.Module, str, str | None], Site]
+
+
+def site_builder(module: nn.Module, path: str = "", rules: tuple[SiteRule, ...] = ()) -> Callable[[nn.Module, str, str | None], Site] | None:
     """How to build the module's Site, or None when it is not an attention module.
 
     Matching reads class names and modules, so neither diffusers nor transformers is imported.
     """
+    for rule in rules:
+        if rule.matches(module, path):
+            return rule.site
     if _from_library(module, "diffusers.", ("Attention", "AttentionModuleMixin")) and hasattr(module, "heads"):
         return _diffusers_site
     if isinstance(module, nn.MultiheadAttention):

@@ -31,13 +31,20 @@ def metric(name: str, value: float | int, unit: str, source: str) -> dict[str, A
     return {"name": name, "value": value, "unit": unit, "source": source}
 
 
+# A workload's info entries named with these suffixes are figures (metric rows) in this unit.
+INFO_UNITS = {"_bytes": "bytes", "_count": "count", "_us": "us"}
+
+
 def model_metrics(info: Mapping[str, Any], model: torch.nn.Module | None) -> list[dict[str, Any]]:
-    """param_count, param_bytes and kv_cache_bytes from the workload's info; the first two
-    counted from the model's parameters when info lacks them."""
+    """Every number in the workload's info named `*_bytes`, `*_count` or `*_us` (param_count,
+    kv_cache_bytes, optimizer_state_bytes, ...); param_count and param_bytes counted from the
+    model's parameters when info lacks them. Read after the run's iterations: some figures
+    (a cache's size, an optimizer's state) exist only once an iteration ran."""
     rows = [
-        metric(name, info[name], unit, "built.info")
-        for name, unit in (("param_count", "count"), ("param_bytes", "bytes"), ("kv_cache_bytes", "bytes"))
-        if info.get(name) is not None
+        metric(name, value, unit, "built.info")
+        for name, value in info.items()
+        for suffix, unit in INFO_UNITS.items()
+        if name.endswith(suffix) and isinstance(value, (int, float)) and not isinstance(value, bool)
     ]
     if model is not None:
         params = list(model.parameters())

@@ -30,12 +30,12 @@ def _roots(model_or_modules: Any) -> list[nn.Module]:
 
 
 @contextmanager
-def attention_scopes(model_or_modules: Any) -> Iterator[int]:
+def attention_scopes(model_or_modules: Any, rules=()) -> Iterator[int]:
     """Mark every attention module's calls while entered; yields how many modules were marked."""
     compiled = {id(m) for root in _roots(model_or_modules) for m in root.modules() if _compiled(m)}
     roots = {name: m for name, m in (model_or_modules.items() if isinstance(model_or_modules, dict) else [("", model_or_modules)])
              if isinstance(m, nn.Module) and id(m) not in compiled}
-    sites = [(module, site) for module, site in find_sites(roots) if site.path]
+    sites = [(module, site) for module, site in find_sites(roots, rules) if site.path]
     open_ranges: dict[int, list] = {}
     with ExitStack() as hooks:
         for module, site in sites:

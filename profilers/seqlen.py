@@ -27,7 +27,7 @@ One row per attention computation, recorded at the most specific level that sees
 A row recorded inside nested attention modules (a transformers `BertAttention` around a
 `BertSelfAttention`) covers all of them, so a call is never counted twice.
 
-`step` is the 0-based index of the `step_module` forward call (one UNet forward per
+`model_call` is the 0-based index of the `step_module` forward call (one UNet forward per
 denoising step, one LLM forward per token) enclosing the attention call, counted from the
 start of the iteration; None for calls outside it (text encoder, VAE). `next_iteration()`
 starts a new iteration.
@@ -55,7 +55,7 @@ from torch import nn
 from profilers.attention_adapters import FUNCTIONAL, Call, Site, is_temporal, resolve_kind, site_builder
 
 ROW_COLUMNS = (
-    "iteration", "call_index", "step", "module_path", "module_class", "family", "implementation",
+    "iteration", "call_index", "model_call", "module_path", "module_class", "family", "implementation",
     "shape_source", "kind", "axis", "batch", "heads", "kv_heads", "head_dim", "q_len", "kv_len",
 )
 _COMPILED_PREFIX = "_orig_mod"
@@ -115,8 +115,10 @@ def _wrap_forward(
     return restore
 
 
-def find_sites(model_or_modules: Any) -> list[tuple[nn.Module, Site]]:
-    """Every attention module under the roots with its Site, each module once."""
+def find_sites(model_or_modules: Any, rules=()) -> list[tuple[nn.Module, Site]]:
+    """Every attention module under the roots with its Site, each module once; `rules` (SiteRule)
+    are a workload's own attention modules, tried before the library rules."""
+    rules = tuple(rules)
     found: list[tuple[nn.Module, str, bool]] = []
     seen: set[int] = set()
 
@@ -125,7 +127,7 @@ def find_sites(model_or_modules: Any) -> list[tuple[nn.Module, Site]]:
             return
         seen.add(id(module))
         temporal = temporal or is_temporal(type(module).__name__, segment)
-        if site_builder(module) is not None:
+        if site_builder(module, path, rules) is not None:
             found.append((module, path, temporal))
         for name, child in module.named_children():
             walk(child, _join(path, name), name, temporal)
@@ -134,7 +136,7 @@ def find_sites(model_or_modules: Any) -> list[tuple[nn.Module, Site]]:
         walk(root, prefix, prefix, False)
     video = any(temporal for _, _, temporal in found)
     return [
-        (m, site_builder(m)(m, path, ("temporal" if t else "spatial") if video else None))
+        (m, site_builder(m, path, rules)(m, path, ("temporal" if t else "spatial") if video else None))
         for m, path, t in found
     ]
 
@@ -142,10 +144,10 @@ def find_sites(model_or_modules: Any) -> list[tuple[nn.Module, Site]]:
 class SeqLenRecorder:
     """Context manager that records one row per attention call; see the module docstring."""
 
-    def __init__(self, model_or_modules: Any, step_module: nn.Module | None = None):
+    def __init__(self, model_or_modules: Any, step_module: nn.Module | None = None, rules=()):
         if step_module is not None and not isinstance(step_module, nn.Module):
             raise TypeError(f"SeqLenRecorder: step_module must be an nn.Module or None, got {type(step_module).__name__}")
-        self.sites = find_sites(model_or_modules)
+        self.sites = find_sites(model_or_modules, rules)
         self.step_module = step_module
         self._records: list[tuple] = []
         self._stack: list[Call] = []
@@ -162,7 +164,7 @@ class SeqLenRecorder:
         """One dict per attention call, keys ROW_COLUMNS (built here, off the hot path)."""
         return [
             {
-                "iteration": iteration, "call_index": index, "step": step, "module_path": site.path,
+                "iteration": iteration, "call_index": index, "model_call": step, "module_path": site.path,
                 "module_class": site.module_class, "family": site.family, "implementation": impl,
                 "shape_source": source, "kind": kind, "axis": site.axis, "batch": batch, "heads": heads,
                 "kv_heads": kv_heads, "head_dim": head_dim, "q_len": q_len, "kv_len": kv_len,

@@ -12,8 +12,10 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-LATENCY_COLUMNS = ("phase", "repeat", "latency_us", "items", "item_unit", "items_per_s", "start_ts_us")
-STEP = "step"  # the phase name of Built.step in latency rows
+from profilers.parts import ITERATION, UNMARKED, Parts, untimed_part
+from workloads.base import Built
+
+LATENCY_COLUMNS = ("phase", "role", "repeat", "latency_us", "items", "item_unit", "items_per_s", "start_ts_us")
 
 
 def is_cuda(device: str) -> bool:
@@ -39,36 +41,53 @@ def time_call(fn: Callable[[], Any], clock: Callable[[], int]) -> float:
     return (clock() - start) / 1000
 
 
-def warm_up(fn: Callable[[], Any], iterations: int, clock: Callable[[], int]) -> list[float]:
-    """Run `fn` unprofiled `iterations` times; the microseconds of each, to be reported apart."""
-    return [time_call(fn, clock) for _ in range(iterations)]
+def warm_up(built: Built, iterations: int, clock: Callable[[], int]) -> list[float]:
+    """Run the iteration unprofiled `iterations` times (reset before each); the microseconds of
+    each, to be reported apart (they include torch.compile's compilation)."""
+    times = []
+    for _ in range(iterations):
+        if built.reset is not None:
+            built.reset()
+        times.append(time_call(lambda: built.iteration(untimed_part), clock))
+    return times
 
 
-def time_repeats(
-    phases: Mapping[str, Callable[[], Any]],
-    items: Mapping[str, int | None],
-    item_unit: str,
-    repeats: int,
-    clock: Callable[[], int],
-) -> list[dict[str, Any]]:
-    """`repeats` timed calls of each phase, one latency row per call (schema LATENCY_COLUMNS).
+def time_repeats(built: Built, repeats: int, clock: Callable[[], int]) -> list[dict[str, Any]]:
+    """`repeats` timed iterations; per repeat one row for the whole iteration and one per part
+    (schema LATENCY_COLUMNS), all from the same timed call.
 
-    `start_ts_us` is the wall clock (Unix epoch, µs) read just before the timed interval, to
-    line rows up with telemetry and traces; it is not part of the latency.
+    A training workload's `reset` runs before each repeat, untimed, so every repeat does the
+    same work from the same weights. `start_ts_us` is the wall clock (Unix epoch, µs) read just
+    before the timed interval, to line rows up with telemetry and traces.
     """
     rows = []
-    for phase, fn in phases.items():
-        count = items.get(phase)
-        for repeat in range(repeats):
-            start_ts_us = time.time_ns() / 1000
-            latency_us = time_call(fn, clock)
-            rows.append({
-                "phase": phase,
-                "repeat": repeat,
-                "latency_us": latency_us,
-                "items": count,
-                "item_unit": item_unit,
-                "items_per_s": count / (latency_us / 1e6) if count is not None and latency_us > 0 else None,
-                "start_ts_us": start_ts_us,
-            })
+    parts = Parts(clock)
+    for repeat in range(repeats):
+        if built.reset is not None:
+            built.reset()
+        start_ts_us = time.time_ns() / 1000
+        start = clock()
+        parts.start()
+        built.iteration(parts)
+        parts.stop()
+        latency_us = (clock() - start) / 1000
+        rows.append(_row(ITERATION, "iteration", repeat, latency_us, built.items, built.item_unit, start_ts_us))
+        for name, ns in parts.totals_ns.items():
+            role = "unmarked" if name == UNMARKED else "part"
+            rows.append(_row(name, role, repeat, ns / 1000, built.part_items.get(name), built.item_unit, start_ts_us))
+        for name, ns in parts.background_ns.items():
+            rows.append(_row(name, "background", repeat, ns / 1000, built.part_items.get(name), built.item_unit, start_ts_us))
     return rows
+
+
+def _row(phase: str, role: str, repeat: int, latency_us: float, items: int | None, unit: str, start_ts_us: float) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "role": role,
+        "repeat": repeat,
+        "latency_us": latency_us,
+        "items": items,
+        "item_unit": unit,
+        "items_per_s": items / (latency_us / 1e6) if items is not None and latency_us > 0 else None,
+        "start_ts_us": start_ts_us,
+    }

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.owners import Owner
-from store.schema import SCHEMA_VERSION, TABLES, conform, empty_table
+from store.schema import RENAMED, SCHEMA_VERSION, TABLES, conform, empty_schema, empty_table
 
 DEFAULT_DB = "observatory.duckdb"
 EMPTY_PART = "_empty"
@@ -68,6 +68,33 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def sql_literal(path: str) -> str:
+    """A path as a SQL string literal."""
+    return "'" + path.replace("'", "''") + "'"
+
+
+# Values an older schema wrote differently: {table: {column: SQL giving today's value}}.
+_LEGACY_VALUES = {
+    "latency": {"phase": "CASE WHEN phase = 'step' THEN 'iteration' ELSE phase END",
+                "role": "coalesce(role, CASE WHEN phase IN ('step', 'iteration') THEN 'iteration' ELSE 'part' END)"},
+    # runs before schema 2 lack settings_key: the settings they had, with --steps as their one parameter
+    "runs": {"settings_key": "coalesce(settings_key, CASE WHEN source = 'profile' THEN to_json({'preset': preset, "
+                             "'batch': batch, 'dtype': dtype, 'device': device, 'legacy_steps': "
+                             "json_extract(config, '$.steps')})::VARCHAR END)"},
+}
+
+
+def table_select(table: str, files: str) -> str:
+    """SELECT over a table's parts (`files`: a SQL path, glob or list) in today's schema: columns
+    renamed since older parts were written read under their new name, legacy values mapped."""
+    renamed = RENAMED.get(table, {})
+    replace = [f"coalesce({new}, {old}) AS {new}" for old, new in renamed.items()]
+    replace += [f"{sql} AS {column}" for column, sql in _LEGACY_VALUES.get(table, {}).items()]
+    exclude = f" EXCLUDE ({', '.join(renamed)})" if renamed else ""
+    columns = f"*{exclude}" + (f" REPLACE ({', '.join(replace)})" if replace else "")
+    return f"SELECT {columns} FROM read_parquet({files}, union_by_name = true)"
+
+
 class Store:
     def __init__(self, path: str | os.PathLike | None = None):
         given = Path(path) if path is not None else default_path()
@@ -89,7 +116,7 @@ class Store:
 
     def _view_sql(self, table: str) -> str:
         pattern = (self.runs_dir / "*" / f"{table}.parquet").as_posix().replace("'", "''")
-        return f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', union_by_name = true)"
+        return f"CREATE OR REPLACE VIEW {table} AS {table_select(table, sql_literal(pattern))}"
 
     def _catalog_current(self) -> bool:
         if not self.path.exists():
@@ -144,7 +171,7 @@ class Store:
         empty_dir = self.runs_dir / EMPTY_PART
         for table in TABLES:
             target = empty_dir / f"{table}.parquet"
-            if target.exists() and pq.read_schema(target).equals(TABLES[table]):
+            if target.exists() and pq.read_schema(target).equals(empty_schema(table)):
                 continue
             empty_dir.mkdir(parents=True, exist_ok=True)
             tmp = empty_dir / f".{table}.{uuid.uuid4().hex}.tmp"
@@ -177,8 +204,8 @@ class Store:
         for table in TABLES:
             files = [self.runs_dir / EMPTY_PART / f"{table}.parquet"]
             files += [self.runs_dir / run_id / f"{table}.parquet" for run_id in run_ids if (self.runs_dir / run_id / f"{table}.parquet").exists()]
-            listed = ", ".join("'" + f.as_posix().replace("'", "''") + "'" for f in files)
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{listed}], union_by_name = true)")
+            listed = "[" + ", ".join(sql_literal(f.as_posix()) for f in files) + "]"
+            con.execute(f"CREATE VIEW {table} AS {table_select(table, listed)}")
         for sql in ANALYSIS_VIEWS:
             con.execute(sql)
         return con

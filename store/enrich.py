@@ -245,4 +245,4 @@ def global_columns(narrow: Narrow) -> dict[str, np.ndarray]:
     thread, is_cpu_op = narrow.concat("thread"), narrow.concat("is_cpu_op").astype(bool)
     depth, self_us, in_projection = cpu_op_nesting(thread, ts, dur, is_cpu_op, narrow.concat("is_projection").astype(bool))
     attention = inside_scopes(thread, ts, narrow.concat("is_attention_scope").astype(bool), dur, is_cpu_op & ~in_projection)
-    return {"step": steps, "depth": depth, "self_us": self_us, "attention_scope": attention}
+    return {"profiler_step": steps, "depth": depth, "self_us": self_us, "attention_scope": attention}

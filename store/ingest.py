@@ -127,14 +127,14 @@ def _bytes_read(path: Path, progress: Callable[[str, int, int], None] | None) ->
 def _write_events(staged: StagedRun, run_id: str, rank, batches: Iterable[pa.RecordBatch], extra: dict[str, np.ndarray],
                   progress: Callable[[str, int, int], None] | None = None) -> None:
     schema = TABLES["events"]
-    offset, total = 0, len(extra["step"])
+    offset, total = 0, len(extra["profiler_step"])
     with pq.ParquetWriter(staged.path_for("events"), schema, compression="lz4") as writer:
         for batch in batches:
             n = batch.num_rows
             columns = {name: batch.column(name) for name in batch.schema.names}
             columns["run_id"] = pa.array([run_id] * n, pa.string()) if n else pa.array([], pa.string())
             columns["rank"] = pa.nulls(n, pa.int32()) if rank is None else pa.array(np.full(n, rank, dtype=np.int32))
-            columns["step"] = pc.cast(_nullable(extra["step"][offset : offset + n], -1), pa.int32())
+            columns["profiler_step"] = pc.cast(_nullable(extra["profiler_step"][offset : offset + n], -1), pa.int32())
             columns["depth"] = pc.cast(_nullable(extra["depth"][offset : offset + n], -1), pa.int32())
             columns["self_us"] = pa.array(extra["self_us"][offset : offset + n], pa.float64(), from_pandas=True)
             in_attention = pa.array(extra["attention_scope"][offset : offset + n])
@@ -160,11 +160,19 @@ def run_row(run_id: str, **fields) -> dict:
     return row
 
 
-def record_failed_run(store: Store, run_id: str, error: str, **fields) -> bool:
+def record_failed_run(store: Store, run_id: str, error: str, extra_tables: dict[str, pa.Table] | None = None, **fields) -> bool:
     """Store a run that produced no trace (an exception, a crash, out of memory) with its error."""
     with store.stage() as staged:
         staged.write("runs", pa.Table.from_pylist([run_row(run_id, status="failed", error=error, event_count=0, **fields)]))
+        for table, data in (extra_tables or {}).items():
+            staged.write(table, with_run_id(data, run_id))
         return staged.commit(run_id)
+
+
+def with_run_id(data: pa.Table, run_id: str) -> pa.Table:
+    if "run_id" in data.column_names:
+        return data
+    return data.append_column("run_id", pa.array([run_id] * data.num_rows, pa.string()))
 
 
 def ingest_file(
@@ -225,9 +233,7 @@ def ingest_file(
             started_at=started,
         )
         for table, data in run.extra_tables.items():
-            if "run_id" not in data.column_names:
-                data = data.append_column("run_id", pa.array([run_id] * data.num_rows, pa.string()))
-            staged.write(table, data)
+            staged.write(table, with_run_id(data, run_id))
         row.update(run.fields)
         if run.owns_trace:
             row["trace_path"] = row["source_path"] = str(store.runs_dir / run_id / staged.attach(path))

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# 1: first release. Bump when a column is added; older parts stay readable because views
-# read parts with union_by_name and an empty part of the current schema fills new columns.
-SCHEMA_VERSION = 1
+# 1: first release.
+# 2: runs.kind, runs.params, runs.settings_key; tables params and numerics; "step" named once:
+#    events.step -> profiler_step, attention_calls.step -> model_call, latency phase 'step' -> 'iteration'.
+# Bump when a column is added or renamed; older parts stay readable because views read parts
+# with union_by_name, an empty part of the current schema fills new columns, and RENAMED maps
+# an old column onto its new name.
+SCHEMA_VERSION = 2
 
 TABLES: dict[str, pa.Schema] = {
     "runs": pa.schema(
@@ -37,6 +41,9 @@ TABLES: dict[str, pa.Schema] = {
             ("trace_path", pa.string()),
             ("event_count", pa.int64()),
             ("schema_version", pa.int32()),
+            ("kind", pa.string()),  # inference | training | numerics (profiled runs)
+            ("params", pa.string()),  # JSON: the workload's parameters, every one (defaults included)
+            ("settings_key", pa.string()),  # JSON: what makes two runs' work equal but the variant
         ]
     ),
     "events": pa.schema(
@@ -58,7 +65,7 @@ TABLES: dict[str, pa.Schema] = {
             ("correlation", pa.int64()),
             ("external_id", pa.int64()),
             ("flow_id", pa.string()),
-            ("step", pa.int32()),  # ProfilerStep#N around the event (device events: of their launch)
+            ("profiler_step", pa.int32()),  # ProfilerStep#N around the event (device events: of their launch)
             ("depth", pa.int32()),  # nesting depth among CPU operators on their thread
             ("self_us", pa.float64()),  # CPU operators: duration minus child operators
             ("category", pa.string()),  # operator category (store/category_rules.csv)
@@ -69,7 +76,8 @@ TABLES: dict[str, pa.Schema] = {
     "latency": pa.schema(
         [
             ("run_id", pa.string()),
-            ("phase", pa.string()),  # 'step' or a named phase such as 'prefill', 'decode'
+            ("phase", pa.string()),  # 'iteration' (the whole), a part ('prefill', 'unet', ...) or 'unmarked'
+            ("role", pa.string()),  # iteration | part | unmarked (in no part) | background (overlaps, not in the sum)
             ("repeat", pa.int32()),
             ("latency_us", pa.float64()),
             ("items", pa.int64()),
@@ -83,7 +91,7 @@ TABLES: dict[str, pa.Schema] = {
             ("run_id", pa.string()),
             ("iteration", pa.int32()),
             ("call_index", pa.int64()),
-            ("step", pa.int32()),
+            ("model_call", pa.int32()),
             ("module_path", pa.string()),
             ("module_class", pa.string()),
             ("family", pa.string()),
@@ -113,6 +121,24 @@ TABLES: dict[str, pa.Schema] = {
             ("temperature_c", pa.float64()),
         ]
     ),
+    "params": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("name", pa.string()),
+            ("value", pa.string()),  # as the workload declares it: '8', 'true', 'bf16'
+            ("number", pa.float64()),  # the value as a number (ints, floats, booleans as 0/1); NULL for text
+            ("type", pa.string()),  # int | float | bool | str
+        ]
+    ),
+    "numerics": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("subject", pa.string()),  # what was measured, e.g. an attention implementation
+            ("metric", pa.string()),  # e.g. max_abs, mean_abs, wasserstein
+            ("value", pa.float64()),
+            ("position", pa.int64()),  # where in a series (training step, attention call); NULL for one figure
+        ]
+    ),
     "metrics": pa.schema(
         [
             ("run_id", pa.string()),
@@ -125,8 +151,24 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
+# Columns an older schema wrote under another name: {table: {old name: new name}}. The empty
+# part carries both, so every view can read `coalesce(new, old) AS new`.
+RENAMED: dict[str, dict[str, str]] = {
+    "events": {"step": "profiler_step"},
+    "attention_calls": {"step": "model_call"},
+}
+
+
+def empty_schema(name: str) -> pa.Schema:
+    """The table's schema plus its renamed columns' old names (what the `_empty` part holds)."""
+    schema = TABLES[name]
+    for old, new in RENAMED.get(name, {}).items():
+        schema = schema.append(pa.field(old, schema.field(new).type))
+    return schema
+
+
 def empty_table(name: str) -> pa.Table:
-    return TABLES[name].empty_table()
+    return empty_schema(name).empty_table()
 
 
 def conform(name: str, table: pa.Table) -> pa.Table:

@@ -21,7 +21,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.db import EMPTY_PART, Store, StoreError
-from store.schema import TABLES
 
 RUN_IDS_KEY = b"observatory.run_ids"
 
@@ -74,8 +73,8 @@ def summary(store: Store, name: str, compute: Callable[[Store, list[str]], pa.Ta
 
 
 def _runs_rows(store: Store, run_ids: list[str]) -> pa.Table:
-    tables = [pq.read_table(store.runs_dir / r / "runs.parquet") for r in run_ids if (store.runs_dir / r / "runs.parquet").exists()]
-    return pa.concat_tables(tables, promote_options="default") if tables else TABLES["runs"].empty_table()
+    with store.connect_runs(run_ids) as con:  # through the view: older parts read in today's schema
+        return con.execute("SELECT * FROM runs").to_arrow_table()
 
 
 def _category_rows(store: Store, run_ids: list[str]) -> pa.Table:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from store.db import Store
+from store.db import Store, StoreError
 from store.ingest import ingest_file, record_failed_run, run_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -379,7 +379,7 @@ def test_command_line(tmp_path):
     add_parser(parser.add_subparsers(dest="command"), lambda p: p.add_argument("--db"))
     args = parser.parse_args(["dashboard", "--db", str(tmp_path)])
     assert (args.host, args.port) == ("127.0.0.1", 8501)
-    with pytest.raises(ValueError, match="is a folder"):
+    with pytest.raises(StoreError, match="is a folder"):
         cmd_dashboard(args)
     with pytest.raises(ValueError, match="--port 0"):
         cmd_dashboard(parser.parse_args(["dashboard", "--db", str(tmp_path / "x.duckdb"), "--port", "0"]))

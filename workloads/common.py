@@ -1,24 +1,11 @@
-"""Helpers every adapter shares: device checks, seeding, placement, parameter counts,
-profiler ranges, and a byte-level tokenizer built locally (no hub download)."""
+"""Helpers every adapter shares: seeding, placement, parameter counts, profiler ranges, a
+byte-level tokenizer built locally (no hub download), weight-only int8, and training state."""
 from __future__ import annotations
 
 import random
 
 import torch
 from torch.profiler import record_function
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for `--device name`; a clear error when it cannot be used here."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"--device: unknown device {name!r}; expected cpu or cuda[:index]") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device on this machine")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device: unsupported device {name!r}; expected cpu or cuda[:index]")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -92,3 +79,71 @@ def compile_forward(module: torch.nn.Module) -> torch.nn.Module:
     """
     module.forward = torch.compile(module.forward, fullgraph=True, dynamic=False)
     return module
+
+
+class WeightOnlyInt8Linear(torch.nn.Module):
+    """A linear layer whose weight is int8 with one scale per output channel (gpt-fast's
+    quantize.py): a quarter of float32's bytes; dequantized inside the matmul."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127
+        self.register_buffer("weight", torch.round(weight / scales[:, None]).to(torch.int8))
+        self.register_buffer("scales", scales.to(linear.weight.dtype))
+        self.bias = linear.bias
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.nn.functional.linear(x, self.weight.to(x.dtype)) * self.scales
+        return out if self.bias is None else out + self.bias
+
+
+def quantize_int8_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace every nn.Linear under `model` by WeightOnlyInt8Linear, in place."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, torch.nn.Linear):
+            setattr(model, name, WeightOnlyInt8Linear(child))
+        else:
+            quantize_int8_weights(child)
+    return model
+
+
+def tensor_bytes(tensors) -> int:
+    """Bytes of distinct storages among `tensors` (shared storage counted once)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if isinstance(t, torch.Tensor)}
+    return sum(storages.values())
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes the optimizer keeps per parameter (Adam's two moments, ...), measured from its state."""
+    return tensor_bytes(v for state in optimizer.state.values() for v in state.values())
+
+
+class TrainingState:
+    """A snapshot of a model's weights and its optimizer's state, restored before each timed
+    repeat so every repeat trains from the same point (no drift between repeats)."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        import copy
+
+        self.model, self.optimizer = model, optimizer
+        self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.optimizer_state = copy.deepcopy(optimizer.state_dict())
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for key, value in self.model.state_dict().items():
+            value.copy_(self.weights[key])
+        self.optimizer.load_state_dict(self.optimizer_state)
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def training_info(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """trainable_param_count and the optimizer's state bytes (exists once a step ran)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return {
+        "trainable_param_count": sum(p.numel() for p in trainable),
+        "trainable_param_bytes": sum(p.numel() * p.element_size() for p in trainable),
+        "optimizer_state_bytes": optimizer_state_bytes(optimizer),
+    }

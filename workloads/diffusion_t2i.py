@@ -2,8 +2,10 @@
 
 A diffusers StableDiffusionPipeline assembled from local, randomly initialised parts: a
 byte-level CLIP tokenizer, a CLIP text encoder, a UNet2DConditionModel, a DDIM scheduler and
-an AutoencoderKL decoder. One step = one batch of images: text encoding (prompt and empty
-negative prompt), `steps` UNet forwards at batch 2x (classifier-free guidance), VAE decode.
+an AutoencoderKL decoder. One iteration = one batch of images, as numbered steps with a part
+each: 1. text encoding (prompt and empty negative prompt, part "text_encoder"), 2.
+`denoising_steps` UNet forwards at batch 2x (classifier-free guidance, part "unet") each
+followed by the scheduler's update (part "scheduler"), 3. VAE decode (part "vae").
 
 Baseline: diffusers' plain AttnProcessor (unfused attention) everywhere. Variants stack
 techniques on it: `sdpa` fuses attention, `sdpa-compile` also compiles the UNet forward.
@@ -11,23 +13,27 @@ techniques on it: `sdpa` fuses attention, `sdpa-compile` also compiles the UNet 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
-from torch.profiler import record_function
 
-from workloads.base import Built, RunOptions, Workload, register
-from workloads.common import (
-    byte_level_clip_tokenizer,
-    compile_forward,
-    label_calls,
-    param_stats,
-    place,
-    resolve_device,
-    seed_everything,
-    synchronize,
-)
+from workloads.base import Built, Params, RunSpec, Workload, register
+from workloads.common import byte_level_clip_tokenizer, compile_forward, param_stats, place, seed_everything, synchronize
 
 PROMPT = "an astronaut riding a horse on the moon, detailed oil painting"
+
+
+@dataclass(frozen=True)
+class ImageParams(Params):
+    image_size: int  # pixels per side
+    denoising_steps: int
+    guidance_scale: float = 7.5
+
+    def check(self) -> None:
+        if self.denoising_steps < 1:
+            raise ValueError(f"--param denoising_steps must be at least 1, got {self.denoising_steps}")
+        if self.image_size < 8 or self.image_size % 8:
+            raise ValueError(f"--param image_size must be a multiple of 8 (the VAE and UNet downsample), got {self.image_size}")
 
 
 @dataclass(frozen=True)
@@ -35,8 +41,6 @@ class SDPreset:
     """Model dimensions as plain data. `unet_heads` is what diffusers calls
     `attention_head_dim` in SD 1.x configs: it is the number of heads."""
 
-    image_size: int
-    steps: int
     unet_channels: tuple[int, ...]
     unet_down_blocks: tuple[str, ...]
     unet_up_blocks: tuple[str, ...]
@@ -52,14 +56,12 @@ class SDPreset:
     text_vocab: int
     text_max_len: int = 77
     text_activation: str = "quick_gelu"
-    guidance_scale: float = 7.5
 
 
 PRESETS = {
     # Seconds on a 2-core CPU: 64x64 image -> 32x32 latent; attention at 32x32 (1024 tokens)
     # in the first block and 16x16 (256) in the middle block, a 4x change as in SD.
     "tiny": SDPreset(
-        image_size=64, steps=2,
         unet_channels=(32, 64),
         unet_down_blocks=("CrossAttnDownBlock2D", "DownBlock2D"),
         unet_up_blocks=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -69,7 +71,6 @@ PRESETS = {
     ),
     # Stable Diffusion 1.5: 512x512, UNet 860M, CLIP ViT-L/14 text encoder, 50 DDIM steps.
     "paper": SDPreset(
-        image_size=512, steps=50,
         unet_channels=(320, 640, 1280, 1280),
         unet_down_blocks=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         unet_up_blocks=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
@@ -93,10 +94,16 @@ def text_config(p: SDPreset):
     )
 
 
-def unet_config(p: SDPreset) -> dict:
+PARAMS = {
+    "tiny": ImageParams(image_size=64, denoising_steps=2),
+    "paper": ImageParams(image_size=512, denoising_steps=50),  # SD 1.5's 512x512, 50 DDIM steps
+}
+
+
+def unet_config(p: SDPreset, image_size: int) -> dict:
     vae_scale = 2 ** (len(p.vae_channels) - 1)
     return dict(
-        sample_size=p.image_size // vae_scale, in_channels=4, out_channels=4,
+        sample_size=image_size // vae_scale, in_channels=4, out_channels=4,
         block_out_channels=p.unet_channels, down_block_types=p.unet_down_blocks,
         up_block_types=p.unet_up_blocks, layers_per_block=p.unet_layers_per_block,
         attention_head_dim=p.unet_heads, cross_attention_dim=p.cross_attention_dim,
@@ -104,12 +111,12 @@ def unet_config(p: SDPreset) -> dict:
     )
 
 
-def vae_config(p: SDPreset) -> dict:
+def vae_config(p: SDPreset, image_size: int) -> dict:
     n = len(p.vae_channels)
     return dict(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=p.vae_channels,
         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-        layers_per_block=p.vae_layers_per_block, norm_num_groups=32, sample_size=p.image_size,
+        layers_per_block=p.vae_layers_per_block, norm_num_groups=32, sample_size=image_size,
         scaling_factor=0.18215,
     )
 
@@ -122,15 +129,15 @@ def scheduler_config() -> dict:
     )
 
 
-def build_pipeline(p: SDPreset, device: torch.device, dtype: torch.dtype):
+def build_pipeline(p: SDPreset, image_size: int, device: torch.device, dtype: torch.dtype):
     """The baseline: random-init components, unfused attention everywhere."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor
     from transformers import CLIPTextModel
 
     text_encoder = place(CLIPTextModel(text_config(p)), device, dtype)
-    unet = place(UNet2DConditionModel(**unet_config(p)), device, dtype)
-    vae = place(AutoencoderKL(**vae_config(p)), device, dtype)
+    unet = place(UNet2DConditionModel(**unet_config(p, image_size)), device, dtype)
+    vae = place(AutoencoderKL(**vae_config(p, image_size)), device, dtype)
     unet.set_attn_processor(AttnProcessor())
     vae.set_attn_processor(AttnProcessor())  # diffusers' default here is already SDPA
     pipe = StableDiffusionPipeline(
@@ -169,54 +176,72 @@ VARIANTS = {
 
 # --- one iteration ---------------------------------------------------------------------------
 
-def generate(pipe, p: SDPreset, options: RunOptions, steps: int, device: torch.device) -> torch.Tensor:
-    """1. encode prompts, 2. denoise `steps` times, 3. decode latents; images in [0, 1]."""
-    generator = torch.Generator(device).manual_seed(options.seed)  # same latents every step
+UNetCall = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def plain_unet(pipe) -> UNetCall:
+    """The UNet's noise prediction for (latent input, timestep, text embeddings, step index)."""
+    return lambda latents, t, embeddings, index: pipe.unet(latents, t, encoder_hidden_states=embeddings, return_dict=False)[0]
+
+
+def generate(pipe, spec: RunSpec, part, unet_call: UNetCall | None = None) -> torch.Tensor:
+    """Images in [0, 1] for `spec.batch` prompts; `unet_call` replaces the plain UNet forward
+    (ControlNet residuals, adapters applied mid-way)."""
+    params, unet_call = spec.params, unet_call or plain_unet(pipe)
+    generator = torch.Generator(spec.torch_device).manual_seed(spec.seed)  # the same latents every iteration
     with torch.inference_mode():
-        latents = pipe(  # ranges "text_encoder" and "unet_step" come from hooks (label_calls)
-            prompt=[PROMPT] * options.batch, height=p.image_size, width=p.image_size,
-            num_inference_steps=steps, guidance_scale=p.guidance_scale, generator=generator,
-            output_type="latent",
-        ).images
-        with record_function("vae_decode"):
+        # 1. text: prompt and empty negative prompt, concatenated for classifier-free guidance
+        with part("text_encoder"):
+            positive, negative = pipe.encode_prompt([PROMPT] * spec.batch, spec.torch_device, 1, True, [""] * spec.batch)
+            embeddings = torch.cat([negative, positive])
+        # 2. denoise
+        latent_size = params.image_size // pipe.vae_scale_factor
+        shape = (spec.batch, pipe.unet.config.in_channels, latent_size, latent_size)
+        latents = torch.randn(shape, generator=generator, device=spec.torch_device, dtype=embeddings.dtype)
+        pipe.scheduler.set_timesteps(params.denoising_steps, device=spec.torch_device)
+        latents = latents * pipe.scheduler.init_noise_sigma
+        for index, t in enumerate(pipe.scheduler.timesteps):
+            with part("unet"):
+                both = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)
+                noise = unet_call(both, t, embeddings, index)
+            with part("scheduler"):
+                unconditional, conditional = noise.chunk(2)
+                noise = unconditional + params.guidance_scale * (conditional - unconditional)
+                latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
+        # 3. decode
+        with part("vae"):
             image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
             image = pipe.image_processor.postprocess(image, output_type="pt")
-    synchronize(device)
+    synchronize(spec.torch_device)
     return image
 
 
-def build(options: RunOptions) -> Built:
-    options = WORKLOAD.check(options)
-    device = resolve_device(options.device)
-    p = PRESETS[options.preset]
-    steps = options.steps or p.steps
-    seed_everything(options.seed)
-    pipe = build_pipeline(p, device, options.torch_dtype)
-    for technique in VARIANTS[options.variant]:
+def pipeline_info(pipe, spec: RunSpec) -> dict:
+    return {
+        **param_stats(pipe.unet, pipe.text_encoder, pipe.vae),
+        "unet_param_count": param_stats(pipe.unet)["param_count"],
+        "text_encoder_param_count": param_stats(pipe.text_encoder)["param_count"],
+        "vae_param_count": param_stats(pipe.vae)["param_count"],
+        "latent_size": spec.params.image_size // pipe.vae_scale_factor,
+        "unet_batch": 2 * spec.batch,  # classifier-free guidance: conditional + unconditional
+        "text_seq_len": pipe.tokenizer.model_max_length,
+        "scheduler": type(pipe.scheduler).__name__,
+        "attn_processor": type(next(iter(pipe.unet.attn_processors.values()))).__name__,
+    }
+
+
+def build(spec: RunSpec) -> Built:
+    seed_everything(spec.seed)
+    pipe = build_pipeline(PRESETS[spec.preset], spec.params.image_size, spec.torch_device, spec.torch_dtype)
+    for technique in VARIANTS[spec.variant]:
         pipe = technique(pipe)
-    label_calls(pipe.text_encoder, "text_encoder")
-    label_calls(pipe.unet, "unet_step")
-    latent = p.image_size // pipe.vae_scale_factor
     return Built(
-        step=lambda: generate(pipe, p, options, steps, device),
-        items_per_step=options.batch,
+        iteration=lambda part: generate(pipe, spec, part),
+        items=spec.batch,
         item_unit="images",
         model=pipe.unet,  # one UNet forward per denoising step
         recorded_modules={"text_encoder": pipe.text_encoder, "unet": pipe.unet, "vae": pipe.vae},
-        info={
-            **param_stats(pipe.unet, pipe.text_encoder, pipe.vae),
-            "unet_param_count": param_stats(pipe.unet)["param_count"],
-            "text_encoder_param_count": param_stats(pipe.text_encoder)["param_count"],
-            "vae_param_count": param_stats(pipe.vae)["param_count"],
-            "image_size": p.image_size,
-            "latent_size": latent,
-            "denoising_steps": steps,
-            "unet_batch": 2 * options.batch,  # classifier-free guidance: conditional + unconditional
-            "text_seq_len": p.text_max_len,
-            "guidance_scale": p.guidance_scale,
-            "scheduler": "DDIM",
-            "attn_processor": type(next(iter(pipe.unet.attn_processors.values()))).__name__,
-        },
+        info=pipeline_info(pipe, spec),
     )
 
 
@@ -224,7 +249,8 @@ WORKLOAD = register(Workload(
     name="diffusion-t2i",
     study="1",
     description="Stable-Diffusion-style text-to-image: CLIP text encoder, UNet with cross-attention, DDIM, VAE decode",
-    presets=tuple(PRESETS),
+    kind="inference",
+    presets=PARAMS,
     variants=tuple(VARIANTS),
     build=build,
 ))

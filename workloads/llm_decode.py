@@ -5,44 +5,59 @@ prompt, with an explicit loop (no generate()) so prefill and decode are timed ap
 prefill = one forward over the prompt, producing the first new token; decode = one forward
 per remaining token, reading the KV cache. Greedy, and EOS never stops the loop.
 
-Baseline: eager attention, dynamic KV cache. Variants stack one technique each: `sdpa` fuses
-attention, `no-kv-cache` recomputes the whole prefix for every token (what the cache buys),
-`sdpa-compile` compiles the forward over a static (preallocated) cache.
+Baseline: eager attention, dynamic KV cache. The optimization ladder of studies.md section 2,
+each rung one technique stacked on the rung before:
+    eager -> sdpa (fused attention) -> static-cache (preallocated) -> compile (torch.compile)
+          -> int8-weights (weight-only int8) -> cuda-graphs (GPU only: compile's reduce-overhead)
+and one ablation beside it: `no-kv-cache` recomputes the whole prefix for every token (what
+the cache buys).
+
+Parameters: prompt_len and new_tokens. One iteration = prefill (part "prefill": one forward over
+the prompt, producing the first new token) + decode (part "decode": one forward per remaining
+token, reading the KV cache).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 import torch
-from torch.profiler import record_function
 
-from workloads.base import Built, RunOptions, Workload, register
-from workloads.common import compile_forward, param_stats, place, resolve_device, seed_everything, synchronize
+from workloads.base import Built, Params, RunSpec, Workload, register
+from workloads.common import compile_forward, param_stats, place, quantize_int8_weights, seed_everything, synchronize, tensor_bytes
 
 
 @dataclass(frozen=True)
-class LlamaPreset:
+class LlamaDims:
     hidden: int
     layers: int
     heads: int
     kv_heads: int
     intermediate: int
     vocab: int
-    prompt_len: int
-    new_tokens: int
     max_positions: int
 
 
-PRESETS = {
-    "tiny": LlamaPreset(hidden=128, layers=2, heads=4, kv_heads=4, intermediate=256, vocab=1000,
-                        prompt_len=32, new_tokens=16, max_positions=512),
-    # Llama-2-7B; prompt 512, 128 new tokens.
-    "paper": LlamaPreset(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=32000,
-                         prompt_len=512, new_tokens=128, max_positions=4096),
+@dataclass(frozen=True)
+class DecodeParams(Params):
+    prompt_len: int
+    new_tokens: int
+
+    def check(self) -> None:
+        if self.prompt_len < 1:
+            raise ValueError(f"--param prompt_len must be at least 1, got {self.prompt_len}")
+        if self.new_tokens < 2:
+            raise ValueError(f"--param new_tokens must be at least 2 (a prefill token and a decoded one), got {self.new_tokens}")
+
+
+DIMS = {
+    "tiny": LlamaDims(hidden=128, layers=2, heads=4, kv_heads=4, intermediate=256, vocab=1000, max_positions=512),
+    # Llama-2-7B
+    "paper": LlamaDims(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=32000, max_positions=4096),
 }
+PARAMS = {"tiny": DecodeParams(prompt_len=32, new_tokens=16), "paper": DecodeParams(prompt_len=512, new_tokens=128)}
 
 
-def llama_config(p: LlamaPreset):
+def llama_config(p: LlamaDims):
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -70,9 +85,7 @@ def kv_cache_bytes(cache) -> int:
     """Bytes of key/value storage the cache object really holds (0 without a cache)."""
     if cache is None:
         return 0
-    tensors = [t for layer in cache.layers for t in (layer.keys, layer.values) if t is not None]
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
-    return sum(storages.values())
+    return tensor_bytes(t for layer in cache.layers for t in (layer.keys, layer.values) if t is not None)
 
 
 @dataclass
@@ -93,41 +106,37 @@ class Decoder:
 
     @torch.inference_mode()
     def prefill(self) -> torch.Tensor:
-        with record_function("prefill"):
-            if self.cache is not None:
-                rewind(self.cache, 0)
-            self.first = self.next_token(self.prompt)
+        if self.cache is not None:
+            rewind(self.cache, 0)
+        self.first = self.next_token(self.prompt)
         return self.first
 
     @torch.inference_mode()
     def decode(self) -> torch.Tensor:
         """The new_tokens - 1 tokens after the first, from the state the prefill left."""
-        if self.first is None:
-            self.prefill()
-        with record_function("decode"):
-            tokens = [self.first]
-            if self.cache is not None:
-                rewind(self.cache, self.prompt.shape[1])
-            for _ in range(self.new_tokens - 1):
-                ids = tokens[-1] if self.cache is not None else torch.cat([self.prompt, *tokens], dim=1)
-                tokens.append(self.next_token(ids))
+        tokens = [self.first]
+        for _ in range(self.new_tokens - 1):
+            ids = tokens[-1] if self.cache is not None else torch.cat([self.prompt, *tokens], dim=1)
+            tokens.append(self.next_token(ids))
         return torch.cat(tokens, dim=1)
 
-    def generate(self) -> torch.Tensor:
-        """(batch, new_tokens) greedy tokens."""
-        self.prefill()
-        return self.decode()
+    def generate(self, part) -> torch.Tensor:
+        """(batch, new_tokens) greedy tokens; prefill and decode marked as parts."""
+        with part("prefill"):
+            self.prefill()
+        with part("decode"):
+            return self.decode()
 
 
-def build_decoder(p: LlamaPreset, options: RunOptions, new_tokens: int, device: torch.device) -> Decoder:
+def build_decoder(dims: LlamaDims, spec: RunSpec) -> Decoder:
     """The baseline: eager attention, dynamic KV cache."""
     from transformers import DynamicCache, LlamaForCausalLM
 
-    config = llama_config(p)
-    model = place(LlamaForCausalLM(config), device, options.torch_dtype)
-    generator = torch.Generator().manual_seed(options.seed)
-    prompt = torch.randint(0, p.vocab, (options.batch, p.prompt_len), generator=generator).to(device)
-    return Decoder(model=model, prompt=prompt, new_tokens=new_tokens, cache=DynamicCache(config=config))
+    config = llama_config(dims)
+    model = place(LlamaForCausalLM(config), spec.torch_device, spec.torch_dtype)
+    generator = torch.Generator().manual_seed(spec.seed)
+    prompt = torch.randint(0, dims.vocab, (spec.batch, spec.params.prompt_len), generator=generator).to(spec.torch_device)
+    return Decoder(model=model, prompt=prompt, new_tokens=spec.params.new_tokens, cache=DynamicCache(config=config))
 
 
 # --- variants: each applies one technique --------------------------------------------------
@@ -138,75 +147,84 @@ def use_sdpa(decoder: Decoder) -> Decoder:
     return decoder
 
 
+def use_static_cache(decoder: Decoder) -> Decoder:
+    """A preallocated KV cache: every decode step has the same shapes (what compile and CUDA graphs need)."""
+    from transformers import StaticCache
+
+    max_len = decoder.prompt.shape[1] + decoder.new_tokens
+    return replace(decoder, cache=StaticCache(config=decoder.model.config, max_cache_len=max_len))
+
+
+def compile_model(decoder: Decoder) -> Decoder:
+    """torch.compile the forward: one graph for the prompt, one for a single token."""
+    compile_forward(decoder.model)
+    return decoder
+
+
+def int8_weights(decoder: Decoder) -> Decoder:
+    """Weight-only int8: every linear layer's weight stored as int8 with a per-channel scale
+    (gpt-fast's WeightOnlyInt8Linear), dequantized inside the (compiled) matmul."""
+    quantize_int8_weights(decoder.model)
+    return decoder
+
+
+def cuda_graphs(decoder: Decoder) -> Decoder:
+    """CUDA graphs: compile's reduce-overhead mode records each shape's kernels once and replays them."""
+    decoder.model.forward = torch.compile(decoder.model.forward, mode="reduce-overhead", fullgraph=True, dynamic=False)
+    return decoder
+
+
 def drop_kv_cache(decoder: Decoder) -> Decoder:
     """No KV cache: every new token runs the model over the whole prefix again."""
     return replace(decoder, cache=None)
 
 
-def compile_with_static_cache(decoder: Decoder) -> Decoder:
-    """torch.compile the forward over a preallocated cache, so every decode step has the
-    same shapes (one graph for the prompt, one for a single token; a growing cache would
-    recompile)."""
-    from transformers import StaticCache
-
-    max_len = decoder.prompt.shape[1] + decoder.new_tokens
-    compile_forward(decoder.model)
-    return replace(decoder, cache=StaticCache(config=decoder.model.config, max_cache_len=max_len))
-
-
+LADDER = (use_sdpa, use_static_cache, compile_model, int8_weights)
 VARIANTS = {
     "eager": (),
-    "sdpa": (use_sdpa,),
+    "sdpa": LADDER[:1],
+    "static-cache": LADDER[:2],
+    "compile": LADDER[:3],
+    "int8-weights": LADDER[:4],
+    "cuda-graphs": (use_sdpa, use_static_cache, int8_weights, cuda_graphs),
     "no-kv-cache": (drop_kv_cache,),
-    "sdpa-compile": (use_sdpa, compile_with_static_cache),
 }
 
 
-def build(options: RunOptions) -> Built:
-    options = WORKLOAD.check(options)
-    device = resolve_device(options.device)
-    p = PRESETS[options.preset]
-    new_tokens = options.steps or p.new_tokens
-    if p.prompt_len + new_tokens > p.max_positions:
-        raise ValueError(f"--steps {new_tokens}: prompt ({p.prompt_len}) + new tokens exceeds the "
-                         f"{options.preset} preset's {p.max_positions} positions")
-    seed_everything(options.seed)
-    decoder = build_decoder(p, options, new_tokens, device)
-    for technique in VARIANTS[options.variant]:
+def build(spec: RunSpec) -> Built:
+    dims, params = DIMS[spec.preset], spec.params
+    if params.prompt_len + params.new_tokens > dims.max_positions:
+        raise ValueError(f"--param new_tokens={params.new_tokens}: prompt ({params.prompt_len}) + new tokens exceeds the "
+                         f"{spec.preset} preset's {dims.max_positions} positions")
+    seed_everything(spec.seed)
+    decoder = build_decoder(dims, spec)
+    for technique in VARIANTS[spec.variant]:
         decoder = technique(decoder)
     info = {
         **param_stats(decoder.model),
-        # Measured from the cache object after every step (None until the first one ends).
-        "kv_cache_bytes": 0 if decoder.cache is None else None,
         "kv_cache": type(decoder.cache).__name__ if decoder.cache is not None else "none",
-        "prompt_len": p.prompt_len,
-        "new_tokens": new_tokens,
-        "layers": p.layers,
-        "heads": p.heads,
-        "kv_heads": p.kv_heads,
-        "head_dim": p.hidden // p.heads,
-        "hidden": p.hidden,
-        "vocab": p.vocab,
+        "layers": dims.layers,
+        "heads": dims.heads,
+        "kv_heads": dims.kv_heads,
+        "head_dim": dims.hidden // dims.heads,
+        "hidden": dims.hidden,
+        "vocab": dims.vocab,
         "attn_implementation": decoder.model.config._attn_implementation,
     }
 
-    def synced(run, records_cache: bool):
-        def call():
-            out = run()
-            if records_cache:  # a full step or decode leaves the cache at its largest
-                info["kv_cache_bytes"] = kv_cache_bytes(decoder.cache)
-            synchronize(device)
-            return out
-        return call
+    def iteration(part):
+        tokens = decoder.generate(part)
+        info["kv_cache_bytes"] = kv_cache_bytes(decoder.cache)  # the cache at its largest, measured from the object
+        synchronize(spec.torch_device)
+        return tokens
 
     return Built(
-        step=synced(decoder.generate, records_cache=True),
-        items_per_step=options.batch * new_tokens,  # generated tokens
+        iteration=iteration,
+        items=spec.batch * params.new_tokens,  # generated tokens
         item_unit="tokens",
         model=decoder.model,  # one forward per generated token
-        phases={"prefill": synced(decoder.prefill, False), "decode": synced(decoder.decode, True)},
-        # prefill counts prompt tokens (time per token = per prompt token); decode, new tokens
-        phase_items={"prefill": options.batch * p.prompt_len, "decode": options.batch * (new_tokens - 1)},
+        # prefill counts prompt tokens (time per token = per prompt token); decode, the tokens it generates
+        part_items={"prefill": spec.batch * params.prompt_len, "decode": spec.batch * (params.new_tokens - 1)},
         info=info,
     )
 
@@ -214,8 +232,10 @@ def build(options: RunOptions) -> Built:
 WORKLOAD = register(Workload(
     name="llm-decode",
     study="2",
-    description="Llama-style greedy decoding with a KV cache; prefill and decode timed apart",
-    presets=tuple(PRESETS),
+    description="Llama-style greedy decoding with a KV cache; prefill and decode timed apart; the optimization ladder",
+    kind="inference",
+    presets=PARAMS,
     variants=tuple(VARIANTS),
     build=build,
+    gpu_variants=("cuda-graphs",),
 ))

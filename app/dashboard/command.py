@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from store.db import Store
+from store.db import Store, StoreError
 
 MAIN = Path(__file__).resolve().parent / "main.py"
 DEFAULT_PORT = 8501
@@ -52,18 +52,21 @@ def streamlit_argv(host: str, port: int) -> list[str]:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    store = Store(args.db) if args.db else Store()
-    if store.path.is_dir():
-        raise ValueError(f"--db {store.path}: is a folder; expected the store's .duckdb file")
-    if not 0 < args.port < 65536:
-        raise ValueError(f"--port {args.port}: expected a port number from 1 to 65535")
+    store = Store(args.db) if args.db else Store()  # a path that cannot be a store fails here, naming it
+    return serve(store, args.host, args.port)
+
+
+def serve(store: Store, host: str = LOOPBACK, port: int = DEFAULT_PORT) -> int:
+    """Become the dashboard's server for `store` (never returns)."""
+    if not 0 < port < 65536:
+        raise ValueError(f"--port {port}: expected a port number from 1 to 65535")
     state = "" if store.exists() else " (no store there yet: the dashboard explains how to fill it)"
     print(f"Observatory dashboard for {store.path}{state}", flush=True)
-    print(f"  http://{args.host}:{args.port}   (Ctrl-C stops it)", flush=True)
-    if args.host != LOOPBACK:
-        print(f"  bound to {args.host}: anyone who can reach this address can read the store", file=sys.stderr, flush=True)
+    print(f"  http://{host}:{port}   (Ctrl-C stops it)", flush=True)
+    if host != LOOPBACK:
+        print(f"  bound to {host}: anyone who can reach this address can read the store", file=sys.stderr, flush=True)
     env = {**os.environ, "OBSERVATORY_DB": str(store.path)}
-    argv = streamlit_argv(args.host, args.port)
+    argv = streamlit_argv(host, port)
     os.execve(argv[0], argv, env)  # never returns: this process becomes the server
 
 
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(["dashboard", *(sys.argv[1:] if argv is None else argv)])
     try:
         return cmd_dashboard(args)
-    except ValueError as exc:
+    except (ValueError, StoreError) as exc:
         print(f"observatory dashboard: error: {exc}", file=sys.stderr)
         return 1
 

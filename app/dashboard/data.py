@@ -30,6 +30,7 @@ from store.db import Store, default_path
 RUN_COLUMNS = [
     "run_id", "source", "workload", "variant", "label", "preset", "batch", "dtype", "device", "device_name",
     "host", "rank", "world_size", "started_at", "stored_at", "status", "error", "event_count", "trace_path", "source_path",
+    "kind", "params", "settings_key",
 ]
 TRACE_SUFFIXES = (".pt.trace.json.gz", ".pt.trace.json", ".json.gz", ".json")
 

@@ -69,13 +69,16 @@ def category_shift(con: duckdb.DuckDBPyConnection, baseline: str, other: str) ->
     return con.execute(CATEGORY_SHIFT_SQL, [baseline, other, baseline, other]).df()
 
 
-SETTINGS = ["preset", "batch", "dtype", "device"]  # what a variant's run must share with the baseline run it is compared to
+# What a variant's run must share with the baseline run it is compared to: runs.settings_key, the
+# canonical text of preset, batch, dtype, device, seed and every workload parameter (workloads/base.py).
+SETTINGS = ["settings_key"]
 PAIRING_COLUMNS = ["run_id", "workload", "variant", "status", "stored_at", *SETTINGS]
 
 
 def pair_latest(runs: pd.DataFrame, workload: str, baseline_variant: str) -> tuple[str, dict[str, str]]:
     """The latest successful baseline run of a workload among `runs`, and the latest successful run of each
-    other variant at its SETTINGS (a missing setting matches a missing one); latest by stored_at, then run_id.
+    other variant with its settings (runs.settings_key: preset, batch, dtype, device, seed and every
+    parameter); latest by stored_at, then run_id.
 
     `runs` is a frame of `runs` rows with at least PAIRING_COLUMNS: the dashboard's cached runs list, or the
     store's rows for the CLI (latest_per_variant), so both pair by this one rule.
@@ -85,7 +88,7 @@ def pair_latest(runs: pd.DataFrame, workload: str, baseline_variant: str) -> tup
     if base.empty:
         raise ValueError(f"--workload {workload}: no successful {baseline_variant!r} (baseline) run in the store; run `observatory run {workload}` first")
     latest = base.iloc[[-1]]
-    same = ok.merge(latest[SETTINGS], on=SETTINGS).sort_values(["stored_at", "run_id"])
+    same = ok[ok["settings_key"].notna()].merge(latest[SETTINGS], on=SETTINGS).sort_values(["stored_at", "run_id"])
     newest = same[same["variant"] != baseline_variant].groupby("variant").tail(1)
     return str(latest["run_id"].iloc[0]), dict(zip(newest["variant"], newest["run_id"]))
 

@@ -22,7 +22,7 @@ WITH launch AS (
     WHERE ph = 'X' AND cat IN ({quoted(LAUNCH_CATS)}) AND correlation IS NOT NULL
     GROUP BY run_id, correlation
 )
-SELECT k.run_id, k.rank, k.event_idx, k.cat, k.name, k.category, k.device, k.stream, k.step, k.correlation,
+SELECT k.run_id, k.rank, k.event_idx, k.cat, k.name, k.category, k.device, k.stream, k.profiler_step, k.correlation,
        k.ts_us, k.dur_us, l.launch_event_idx, l.launch_name, l.launch_ts_us,
        k.ts_us - l.launch_ts_us AS launch_delay_us
 FROM events k

@@ -43,7 +43,7 @@ def run_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     for name in ("param_count",):
         if name in metrics:
             notes.append(f"parameters: {metrics[name]:,.0f} ({_mib(metrics.get('param_bytes', 0))})")
-    for name, label in (("kv_cache_bytes", "KV cache"), ("peak_rss_growth_bytes", "peak RSS growth of a step"), ("peak_allocated_bytes", "peak CUDA memory allocated")):
+    for name, label in (("kv_cache_bytes", "KV cache"), ("peak_rss_growth_bytes", "peak RSS growth of an iteration"), ("peak_allocated_bytes", "peak CUDA memory allocated")):
         if name in metrics:
             notes.append(f"{label}: {_mib(metrics[name])}")
     notes.append(environment.get("telemetry_status", "telemetry: not recorded"))
