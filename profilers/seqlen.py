@@ -1,6 +1,6 @@
 """Records the sequence lengths of every attention call in one or more iterations.
 
-    with SeqLenRecorder(built.model, step_module=built.model) as rec:
+    with SeqLenRecorder(built.model, model=built.model) as rec:
         built.step()
     rec.rows  # one dict per attention call, schema in ROW_COLUMNS
 
@@ -14,7 +14,7 @@ read lives in `attention_adapters.py`.
 Mechanism: each attention module's `forward` is wrapped on the instance while entered (and
 restored on exit). The wrapper sees what a forward pre-hook with kwargs plus an always-called
 forward hook would, but nn.Module's hook path costs several microseconds per call, which on
-a tiny LLM decode step was half the recorder's overhead. The `step_module` is wrapped alike.
+a tiny LLM decode step was half the recorder's overhead. The `model` is wrapped alike.
 
 One row per attention computation, recorded at the most specific level that sees it:
 1. An SDPA call made inside a recorded attention module is recorded at the call, with the
@@ -27,7 +27,7 @@ One row per attention computation, recorded at the most specific level that sees
 A row recorded inside nested attention modules (a transformers `BertAttention` around a
 `BertSelfAttention`) covers all of them, so a call is never counted twice.
 
-`model_call` is the 0-based index of the `step_module` forward call (one UNet forward per
+`model_call` is the 0-based index of the `model` forward call (one UNet forward per
 denoising step, one LLM forward per token) enclosing the attention call, counted from the
 start of the iteration; None for calls outside it (text encoder, VAE). `next_iteration()`
 starts a new iteration.
@@ -144,11 +144,11 @@ def find_sites(model_or_modules: Any, rules=()) -> list[tuple[nn.Module, Site]]:
 class SeqLenRecorder:
     """Context manager that records one row per attention call; see the module docstring."""
 
-    def __init__(self, model_or_modules: Any, step_module: nn.Module | None = None, rules=()):
-        if step_module is not None and not isinstance(step_module, nn.Module):
-            raise TypeError(f"SeqLenRecorder: step_module must be an nn.Module or None, got {type(step_module).__name__}")
+    def __init__(self, model_or_modules: Any, model: nn.Module | None = None, rules=()):
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"SeqLenRecorder: model must be an nn.Module or None, got {type(model).__name__}")
         self.sites = find_sites(model_or_modules, rules)
-        self.step_module = step_module
+        self.model = model
         self._records: list[tuple] = []
         self._stack: list[Call] = []
         self._restores: list[Callable[[], str | None]] = []
@@ -180,8 +180,8 @@ class SeqLenRecorder:
         try:
             for module, site in self.sites:
                 self._restores.append(_wrap_forward(module, self._attention_forward(module, site)))
-            if self.step_module is not None:
-                self._restores.append(_wrap_forward(self.step_module, self._step_forward))
+            if self.model is not None:
+                self._restores.append(_wrap_forward(self.model, self._step_forward))
             self._original_sdpa = F.scaled_dot_product_attention
             F.scaled_dot_product_attention = self._sdpa
             self._stance = torch.compiler.set_stance("force_eager")

@@ -97,7 +97,7 @@ def profile(built: Built, config: ProfileConfig) -> ProfileResult:
     # 5. sequence lengths of every attention call, in one eager iteration
     attention_calls: list[dict[str, Any]] = []
     if config.record_seq_lengths:
-        with SeqLenRecorder(built.recorded_modules or built.model, step_module=built.model, rules=built.attention_sites) as recorder:
+        with SeqLenRecorder(built.recorded_modules or built.model, model=built.model, rules=built.attention_sites) as recorder:
             iteration()
         attention_calls = recorder.rows
     # 6. figures that are not time

@@ -39,9 +39,9 @@ IMPORTS = {
     "cpu_only": "hta/cpu_only/rank-34.Jul_15_10_52_41.1074.pt.trace.json.gz",
 }
 PROFILED = {
-    "llm_eager": ["llm-decode", "--variant", "eager", "--steps", "4", "--repeats", "3"],
-    "llm_sdpa": ["llm-decode", "--variant", "sdpa", "--steps", "4", "--repeats", "3"],
-    "diffusion": ["diffusion-t2i", "--steps", "1", "--repeats", "2", "--warmup", "0"],
+    "llm_eager": ["llm-decode", "--variant", "eager", "--param", "new_tokens=4", "--repeats", "3"],
+    "llm_sdpa": ["llm-decode", "--variant", "sdpa", "--param", "new_tokens=4", "--repeats", "3"],
+    "diffusion": ["diffusion-t2i", "--param", "denoising_steps=1", "--repeats", "2", "--warmup", "0"],
 }
 PAGES = ["runs", "breakdown", "compare", "seqlen", "device", "sql", "trace"]
 FAILED_ERROR = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
@@ -166,9 +166,9 @@ def test_compare_shows_speedup_and_category_shift(dash, monkeypatch):
     at.selectbox(key="compare_workload").select("llm-decode").run()
     assert at.selectbox(key="compare_baseline_llm-decode").value == "eager"  # the registry's baseline
     speed = at.dataframe[0].value
-    assert set(speed["variant"]) == {"sdpa"} and {"step", "prefill", "decode"} <= set(speed["phase"])
+    assert set(speed["variant"]) == {"sdpa"} and {"iteration", "prefill", "decode"} <= set(speed["phase"])
     assert (speed["speedup"] > 0).all()
-    assert any("whole step" in m.label for m in at.metric)
+    assert any("whole iteration" in m.label for m in at.metric)
     assert len(charts(at)) == 3  # latency, throughput, where time moved
 
 

@@ -106,8 +106,8 @@ def test_huge_integers_and_missing_rank(store):
 def test_profiler_steps_reach_device_events_through_correlation(store):
     run_id = ingest_file(store, SMALL).run_id
     with store.connect() as con:
-        host_steps = {r[0] for r in con.execute("SELECT DISTINCT step FROM events WHERE run_id = ? AND NOT on_device AND step IS NOT NULL", [run_id]).fetchall()}
-        device_steps = {r[0] for r in con.execute("SELECT DISTINCT step FROM events WHERE run_id = ? AND on_device AND step IS NOT NULL", [run_id]).fetchall()}
+        host_steps = {r[0] for r in con.execute("SELECT DISTINCT profiler_step FROM events WHERE run_id = ? AND NOT on_device AND profiler_step IS NOT NULL", [run_id]).fetchall()}
+        device_steps = {r[0] for r in con.execute("SELECT DISTINCT profiler_step FROM events WHERE run_id = ? AND on_device AND profiler_step IS NOT NULL", [run_id]).fetchall()}
     assert device_steps and device_steps <= host_steps
 
 
@@ -127,7 +127,7 @@ def test_streaming_path_gives_the_same_events(store, monkeypatch, tmp_path):
     monkeypatch.setattr(trace_reader, "BATCH_EVENTS", 700)  # several batches, spilled to disk
     other = Store(tmp_path / "streamed.duckdb").ensure()
     streamed = ingest_file(other, SMALL)
-    query = "SELECT cat, name, ts_us, dur_us, stream, correlation, step, depth, self_us, category FROM events ORDER BY event_idx"
+    query = "SELECT cat, name, ts_us, dur_us, stream, correlation, profiler_step, depth, self_us, category FROM events ORDER BY event_idx"
     with store.connect() as a, other.connect() as b:
         assert a.execute(query).fetchall() == b.execute(query).fetchall()
     assert whole.event_count == streamed.event_count

@@ -38,18 +38,17 @@ def session(tmp_path_factory):
     model = _TinyModel().eval()
     x = torch.randn(4, 12, 32)
 
-    def step():
+    def iteration(part):
         with torch.no_grad():
-            return model(x)
+            with part("project"):
+                h = model.proj(x)
+            with part("attend"):
+                return model.attn(h, h, h, need_weights=False)[0]
 
-    def project():
-        with torch.no_grad():
-            return model.proj(x)
-
-    built = Built(step=step, items_per_step=4, item_unit="samples", model=model,
-                  phases={"project": project}, phase_items={"project": 4}, info={"kv_cache_bytes": 0})
+    built = Built(iteration=iteration, items=4, item_unit="samples", model=model.attn, recorded_modules={"tiny": model}, part_items={"project": 4},
+                  info={"kv_cache_bytes": 0})
     logdir = tmp_path_factory.mktemp("tb") / "run"
-    config = ProfileConfig(logdir=logdir, worker_name="tiny", timed_repeats=REPEATS, warmup_steps=2)
+    config = ProfileConfig(logdir=logdir, worker_name="tiny", timed_repeats=REPEATS, warmup_iterations=2)
     return built, config, profile(built, config)
 
 
@@ -61,7 +60,8 @@ def test_trace_lands_in_tensorboard_layout_and_parses(session):
     events = trace["traceEvents"]
     assert any(e.get("cat") == "cpu_op" for e in events)
     steps = {e["name"] for e in events if e.get("name", "").startswith("ProfilerStep#")}
-    assert len(steps) == config.active_steps
+    assert len(steps) == config.active_iterations
+    assert {"project", "attend"} <= {e["name"] for e in events if e.get("cat") == "user_annotation"}, "parts are marked in the trace"
     # ts + baseTimeNanoseconds / 1000 is wall-clock µs, the clock of latency and telemetry rows
     first_op_us = min(e["ts"] for e in events if e.get("cat") == "cpu_op") + trace["baseTimeNanoseconds"] / 1000
     assert result.latency[-1]["start_ts_us"] < first_op_us < time.time_ns() / 1000
@@ -82,13 +82,33 @@ def test_tensorboard_profiler_plugin_opens_the_trace(session, tmp_path):
 
 def test_latency_rows_are_the_timed_repeats_only(session):
     built, config, result = session
-    assert len(result.warmup_us) == 2 and set(result.phase_warmup_us) == {"project"}
-    assert [(r["phase"], r["repeat"]) for r in result.latency] == [
-        (phase, i) for phase in ("step", "project") for i in range(REPEATS)]
+    assert len(result.warmup_us) == 2
+    assert sorted((r["phase"], r["role"], r["repeat"]) for r in result.latency) == sorted(
+        (phase, role, i) for phase, role in (("iteration", "iteration"), ("project", "part"), ("attend", "part"), ("unmarked", "unmarked"))
+        for i in range(REPEATS))
     for row in result.latency:
-        assert set(row) == set(LATENCY_COLUMNS)
-        assert row["latency_us"] > 0 and row["items"] == 4 and row["item_unit"] == "samples"
-        assert row["items_per_s"] == pytest.approx(4 / (row["latency_us"] / 1e6))
+        assert set(row) == set(LATENCY_COLUMNS) and row["latency_us"] > 0 and row["item_unit"] == "samples"
+        if row["phase"] in ("iteration", "project"):
+            assert row["items"] == 4 and row["items_per_s"] == pytest.approx(4 / (row["latency_us"] / 1e6))
+
+
+def test_parts_sum_to_the_iteration_they_were_timed_in(session):
+    _, _, result = session
+    for repeat in range(REPEATS):
+        rows = {r["phase"]: r["latency_us"] for r in result.latency if r["repeat"] == repeat}
+        whole = rows.pop("iteration")
+        assert 0 < whole - sum(rows.values()) < 50, (whole, rows)  # only the timer's own clock reads are outside
+
+
+def test_nested_parts_are_refused():
+    from profilers.parts import Parts
+
+    parts = Parts(time.perf_counter_ns)
+    parts.start()
+    with pytest.raises(RuntimeError, match="parts do not nest"):
+        with parts("outer"):
+            with parts("inner"):
+                pass
 
 
 def test_telemetry_unavailable_here_and_run_goes_on(session):
@@ -116,7 +136,7 @@ def test_metrics_and_environment(session):
 def test_attention_calls_recorded_in_the_session(session):
     _, _, result = session
     (row,) = result.attention_calls
-    assert (row["module_path"], row["step"], row["q_len"], row["kv_len"], row["kind"]) == ("attn", 0, 12, 12, "self")
+    assert (row["module_path"], row["model_call"], row["q_len"], row["kv_len"], row["kind"]) == ("tiny.attn", 0, 12, 12, "self")
 
 
 @pytest.mark.gpu
@@ -124,7 +144,7 @@ def test_attention_calls_recorded_in_the_session(session):
 def test_session_on_cuda(tmp_path):
     model = nn.Linear(256, 256).cuda()
     x = torch.randn(64, 256, device="cuda")
-    built = Built(step=lambda: model(x), items_per_step=64, item_unit="rows", model=model)
+    built = Built(iteration=lambda part: model(x), items=64, item_unit="rows", model=model)
     result = profile(built, ProfileConfig(logdir=tmp_path, worker_name="gpu", device="cuda", timed_repeats=2))
     metrics = {m["name"]: m["value"] for m in result.metrics}
     assert metrics["peak_allocated_bytes"] >= 64 * 256 * 4
@@ -136,9 +156,9 @@ def test_session_on_cuda(tmp_path):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("active_steps", 0, "active_steps"),
+    ("active_iterations", 0, "active_iterations"),
     ("timed_repeats", 0, "timed_repeats"),
-    ("warmup_steps", -1, "warmup_steps"),
+    ("warmup_iterations", -1, "warmup_iterations"),
     ("nvml_interval_s", 0, "nvml_interval_s"),
     ("device", "tpu", "device"),
     ("worker_name", "a/b", "worker_name"),
@@ -148,9 +168,13 @@ def test_config_errors_name_the_argument(tmp_path, field, value, message):
         ProfileConfig(**{"logdir": tmp_path, "worker_name": "w", field: value})
 
 
-def test_reserved_phase_name_is_refused(tmp_path):
-    built = Built(step=lambda: None, items_per_step=1, item_unit="x", phases={"step": lambda: None})
-    with pytest.raises(ValueError, match="built.phases"):
+def test_reserved_part_names_are_refused(tmp_path):
+    def iteration(part):
+        with part("iteration"):
+            pass
+
+    built = Built(iteration=iteration, items=1, item_unit="x")
+    with pytest.raises(ValueError, match="part name 'iteration' is reserved"):
         profile(built, ProfileConfig(logdir=tmp_path, worker_name="w"))
 
 
@@ -262,9 +286,21 @@ def test_real_nvml_here_reports_library_not_found():
 
 # -- timing, memory, environment -------------------------------------------------------------------
 def test_time_repeats_rows():
-    rows = time_repeats({"a": lambda: time.sleep(0.002), "b": lambda: None}, {"a": 2}, "tokens", 2, make_clock("cpu"))
-    assert [(r["phase"], r["repeat"], r["items"]) for r in rows] == [("a", 0, 2), ("a", 1, 2), ("b", 0, None), ("b", 1, None)]
-    assert all(r["latency_us"] >= 2000 for r in rows[:2]) and rows[2]["items_per_s"] is None
+    resets = []
+
+    def iteration(part):
+        with part("a"):
+            time.sleep(0.002)
+        with part("b"):
+            pass
+
+    built = Built(iteration=iteration, items=3, item_unit="tokens", part_items={"a": 2}, reset=lambda: resets.append(1))
+    rows = time_repeats(built, 2, make_clock("cpu"))
+    assert [(r["phase"], r["repeat"], r["items"]) for r in rows if r["repeat"] == 0] == [
+        ("iteration", 0, 3), ("unmarked", 0, None), ("a", 0, 2), ("b", 0, None)]
+    assert all(r["latency_us"] >= 2000 for r in rows if r["phase"] in ("iteration", "a"))
+    assert [r["items_per_s"] for r in rows if r["phase"] == "b"] == [None, None]
+    assert len(resets) == 2, "a training workload's reset runs before every timed repeat"
 
 
 def test_peak_rss_sees_a_transient_allocation():

@@ -33,7 +33,7 @@ def swept(tmp_path_factory) -> Path:
     sweep = folder / "llm.toml"
     sweep.write_text(
         'name = "llm-test"\n[grid]\nworkloads = ["llm-decode"]\nvariants = ["eager", "sdpa"]\npresets = ["tiny"]\n'
-        'batches = [1]\ndtypes = ["float32"]\n[run]\nrepeats = 3\nwarmup = 1\nsteps = 6\n'
+        'batches = [1]\ndtypes = ["float32"]\n[run]\nrepeats = 3\nwarmup = 1\n[grid.params]\nnew_tokens = [6]\n'
     )
     db = folder / "o.duckdb"
     done = observatory("sweep", str(sweep), db=db)
@@ -51,7 +51,7 @@ def test_sweep_stores_every_run_through_the_import_path(swept):
         assert path.parent.parent == Store(swept).runs_dir, "TensorBoard logdir layout: <logdir>/<run id>/<worker>.pt.trace.json.gz"
         assert path.parent.name == path.name.split(".")[0], "the trace lives in its own run's folder"
     latency = query(swept, "SELECT phase, count(*) FROM latency GROUP BY 1 ORDER BY 1")
-    assert latency == [("decode", 6), ("prefill", 6), ("step", 6)], "3 timed repeats per phase per run"
+    assert latency == [("decode", 6), ("iteration", 6), ("prefill", 6), ("unmarked", 6)], "3 timed repeats per phase per run"
     cpu_ops = query(swept, "SELECT count(*) FROM events WHERE cat = 'cpu_op' AND category IS NOT NULL")[0][0]
     assert cpu_ops > 100
 
@@ -87,7 +87,7 @@ def test_compare_workload_and_two_runs(swept):
     (result,) = json.loads(done.stdout)
     assert result["variant"] == "sdpa"
     phases = {row["phase"]: row for row in result["speedup"]}
-    assert set(phases) == {"step", "prefill", "decode"}
+    assert set(phases) == {"iteration", "prefill", "decode", "unmarked"}
     for row in phases.values():
         assert row["speedup_low"] <= row["speedup"] <= row["speedup_high"]
         assert row["speedup"] == pytest.approx(row["baseline_median_us"] / row["median_us"])
@@ -178,7 +178,7 @@ def quick_sweep(folder: Path, name: str, variants: tuple[str, ...]) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(
         f'name = "{name}"\n[grid]\nworkloads = ["llm-decode"]\nvariants = {json.dumps(list(variants))}\npresets = ["tiny"]\n'
-        'batches = [1]\ndtypes = ["float32"]\n[run]\nrepeats = 1\nwarmup = 0\nsteps = 2\n'
+        'batches = [1]\ndtypes = ["float32"]\n[run]\nrepeats = 1\nwarmup = 0\n[grid.params]\nnew_tokens = [2]\n'
     )
     return path
 

@@ -45,13 +45,13 @@ def _level(path: str, levels: int) -> int:
 
 
 def test_unet_q_len_is_feature_map_area_and_cross_kv_is_text(unet):
-    with SeqLenRecorder(unet, step_module=unet) as rec:
+    with SeqLenRecorder(unet, model=unet) as rec:
         _unet_step(unet, 10)
         _unet_step(unet, 5)
     rows = rec.rows
     attn_modules = [n for n, m in unet.named_modules() if type(m).__name__ == "Attention"]
     assert len(rows) == 2 * len(attn_modules)  # one row per attention call, two UNet forwards
-    assert [r["step"] for r in rows] == [0] * len(attn_modules) + [1] * len(attn_modules)
+    assert [r["model_call"] for r in rows] == [0] * len(attn_modules) + [1] * len(attn_modules)
     assert set(ROW_COLUMNS) == set(rows[0])
     heads = unet.config.attention_head_dim  # diffusers' UNet names the head count so
     for r in rows:
@@ -71,7 +71,7 @@ def test_unet_eager_processor_recorded_from_module_inputs(unet):
 
     unet.set_attn_processor(AttnProcessor())
     try:
-        with SeqLenRecorder({"unet": unet}, step_module=unet) as rec:
+        with SeqLenRecorder({"unet": unet}, model=unet) as rec:
             _unet_step(unet)
     finally:
         unet.set_attn_processor(AttnProcessor2_0())
@@ -92,7 +92,7 @@ def test_diffusers_4d_hidden_states_count_h_times_w(processor):
         attn(torch.randn(3, 32, 6, 5))
     (row,) = rec.rows
     assert (row["batch"], row["q_len"], row["kv_len"], row["heads"], row["head_dim"]) == (3, 30, 30, 2, 16)
-    assert row["module_path"] == "" and row["step"] is None
+    assert row["module_path"] == "" and row["model_call"] is None
 
 
 def test_video_unet_marks_temporal_and_spatial_attention():
@@ -104,7 +104,7 @@ def test_video_unet_marks_temporal_and_spatial_attention():
         cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
     ).eval()
     frames = 3
-    with torch.no_grad(), SeqLenRecorder(unet, step_module=unet) as rec:
+    with torch.no_grad(), SeqLenRecorder(unet, model=unet) as rec:
         unet(torch.randn(1, 4, frames, 8, 8), 3, torch.randn(1, TEXT_LEN, 32))
     temporal = [r for r in rec.rows if r["axis"] == "temporal"]
     spatial = [r for r in rec.rows if r["axis"] == "spatial"]
@@ -133,7 +133,7 @@ def test_llm_generate_prefill_then_decode_with_growing_kv(attn_implementation):
     prompt, new = 5, 4
     ids = torch.randint(1, 64, (1, prompt))
     signature = inspect.signature(llm.forward)
-    with torch.no_grad(), SeqLenRecorder(llm, step_module=llm) as rec:
+    with torch.no_grad(), SeqLenRecorder(llm, model=llm) as rec:
         assert inspect.signature(llm.forward) == signature  # generate inspects it to pick its inputs
         out = llm.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0,
                            past_key_values=DynamicCache(config=llm.config))
@@ -142,11 +142,11 @@ def test_llm_generate_prefill_then_decode_with_growing_kv(attn_implementation):
     assert len(rec.rows) == layers * new  # one forward per generated token, one call per layer each
     prefill = [r for r in rec.rows if r["kind"] == "prefill"]
     assert [r["module_path"] for r in prefill] == [f"model.layers.{i}.self_attn" for i in range(layers)]
-    assert {(r["step"], r["q_len"], r["kv_len"]) for r in prefill} == {(0, prompt, prompt)}
+    assert {(r["model_call"], r["q_len"], r["kv_len"]) for r in prefill} == {(0, prompt, prompt)}
     decode = [r for r in rec.rows if r["kind"] == "decode"]
     assert len(decode) == layers * (new - 1)
     for r in decode:
-        assert (r["q_len"], r["kv_len"]) == (1, prompt + r["step"])  # the cache grows by one per step
+        assert (r["q_len"], r["kv_len"]) == (1, prompt + r["model_call"])  # the cache grows by one per step
     assert {(r["implementation"], r["family"], r["heads"], r["head_dim"]) for r in rec.rows} == {
         (attn_implementation, "transformers", 4, 8)}
     expected_source = "sdpa_call" if attn_implementation == "sdpa" else "module_inputs"
@@ -227,11 +227,11 @@ def test_compiled_model_recorded_in_an_eager_pass_and_wrappers_removed():
     before = compiled.__dict__.get("forward")
     with torch.no_grad():
         compiled(x)
-        with SeqLenRecorder(compiled, step_module=compiled) as rec:
+        with SeqLenRecorder(compiled, model=compiled) as rec:
             compiled(x)
             rec.next_iteration()
             compiled(x)
-    got = [(r["iteration"], r["call_index"], r["step"], r["module_path"], r["module_class"], r["q_len"], r["heads"])
+    got = [(r["iteration"], r["call_index"], r["model_call"], r["module_path"], r["module_class"], r["q_len"], r["heads"])
            for r in rec.rows]
     assert got == [
         (0, 0, 0, "layers.0", "_HandRolledAttention", 5, 2), (0, 1, 0, "layers.1", "_HandRolledAttention", 5, 2),
@@ -254,5 +254,5 @@ def test_a_forward_replaced_meanwhile_is_left_alone_and_reported():
 def test_rejects_what_it_cannot_hook():
     with pytest.raises(TypeError, match="model_or_modules"):
         SeqLenRecorder(42)
-    with pytest.raises(TypeError, match="step_module"):
-        SeqLenRecorder(None, step_module="unet")
+    with pytest.raises(TypeError, match="model"):
+        SeqLenRecorder(None, model="unet")

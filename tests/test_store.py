@@ -90,7 +90,7 @@ def test_a_live_writers_staging_is_left_alone(tmp_path):
 
 def test_profiled_runs_keep_their_trace_in_their_own_folder(tmp_path):
     db = tmp_path / "o.duckdb"
-    done = observatory("run", "llm-decode", "--steps", "2", "--repeats", "1", "--warmup", "0", "--format", "json", db=db)
+    done = observatory("run", "llm-decode", "--param", "new_tokens=2", "--repeats", "1", "--warmup", "0", "--format", "json", db=db)
     assert done.returncode == 0, done.stderr
     store = Store(db)
     [(run_id, trace_path)] = Store(db).connect().execute("SELECT run_id, trace_path FROM runs").fetchall()

@@ -88,8 +88,8 @@ def shift_bars(shift: pd.DataFrame) -> go.Figure:
 
 def lengths_by_module(calls: pd.DataFrame) -> go.Figure:
     """q_len and kv_len of every call, per module: where each length occurs and how often."""
-    long = calls.melt(id_vars=["module", "kind", "step"], value_vars=["q_len", "kv_len"], var_name="length", value_name="tokens")
-    fig = px.strip(long, x="tokens", y="module", color="length", hover_data=["kind", "step"], labels={"module": ""})
+    long = calls.melt(id_vars=["module", "kind", "model_call"], value_vars=["q_len", "kv_len"], var_name="length", value_name="tokens")
+    fig = px.strip(long, x="tokens", y="module", color="length", hover_data=["kind", "model_call"], labels={"module": ""})
     return _tidy(fig, height=max(260, 30 * long["module"].nunique() + 100))
 
 
@@ -104,9 +104,9 @@ def calls_by_level(levels: pd.DataFrame) -> go.Figure:
 
 
 def lengths_by_step(steps: pd.DataFrame) -> go.Figure:
-    """Mean q_len and kv_len per step (denoising step or generated token), by kind."""
-    long = steps.melt(id_vars=["step", "kind"], value_vars=["q_len", "kv_len"], var_name="length", value_name="tokens")
-    fig = px.line(long, x="step", y="tokens", color="kind", line_dash="length", markers=True, labels={"tokens": "mean tokens"})
+    """Mean q_len and kv_len per model call (denoising step or generated token), by kind."""
+    long = steps.melt(id_vars=["model_call", "kind"], value_vars=["q_len", "kv_len"], var_name="length", value_name="tokens")
+    fig = px.line(long, x="model_call", y="tokens", color="kind", line_dash="length", markers=True, labels={"tokens": "mean tokens"})
     return _tidy(fig, height=340)
 
 

@@ -62,10 +62,10 @@ for variant, run_id in sorted(others.items()):
 if speedups:
     speed = pd.concat(speedups, ignore_index=True)
     st.subheader("Speedup over the baseline")
-    step = speed[speed["phase"] == "step"]
+    step = speed[speed["phase"] == "iteration"]
     if not step.empty:
         for column, row in zip(st.columns(len(step)), step.itertuples()):
-            column.metric(f"{row.variant}: whole step", f"{row.speedup:.2f}x", f"range {row.speedup_low:.2f}x - {row.speedup_high:.2f}x", delta_color="off", delta_arrow="off")
+            column.metric(f"{row.variant}: whole iteration", f"{row.speedup:.2f}x", f"range {row.speedup_low:.2f}x - {row.speedup_high:.2f}x", delta_color="off", delta_arrow="off")
     st.dataframe(
         speed[["variant", "phase", "speedup", "speedup_low", "speedup_high", "baseline_median_us", "median_us", "baseline_repeats", "repeats", "run_id"]],
         hide_index=True,

@@ -70,16 +70,16 @@ with left:
     st.plotly_chart(charts.calls_by_level(grouped.drop(columns=["order"])), key="seqlen_levels")
     st.caption("UNet levels (down / mid / up blocks) or transformer layers, from each module's path; bars say the longest lengths.")
 with right:
-    st.subheader("Per step")
-    stepped = calls.dropna(subset=["step"])
+    st.subheader("Per model call")
+    stepped = calls.dropna(subset=["model_call"])
     if stepped.empty:
-        st.info("No call lies inside a step (the recorder's step module).")
+        st.info("No call lies inside a model call (a forward of the run's model).")
     else:
-        means = stepped.groupby(["step", "kind"])[["q_len", "kv_len"]].mean().reset_index()
+        means = stepped.groupby(["model_call", "kind"])[["q_len", "kv_len"]].mean().reset_index()
         st.plotly_chart(charts.lengths_by_step(means), key="seqlen_steps")
         outside = len(calls) - len(stepped)
-        st.caption("Denoising steps (UNet forwards) or generated tokens (LLM forwards)."
-                   + (f" {outside} calls lie outside the steps (text encoder, VAE) and are not drawn." if outside else ""))
+        st.caption("Model calls: denoising steps (UNet forwards) or generated tokens (LLM forwards)."
+                   + (f" {outside} calls lie outside them (text encoder, VAE) and are not drawn." if outside else ""))
 with st.container():
     axis = calls.dropna(subset=["axis"])
     stats, _ = data.latency(path, (run_id,))
