@@ -94,7 +94,7 @@ def test_iteration_runs_and_reports_its_size(workload, variant):
     assert b.items > 0 and b.item_unit
     assert b.info.get("param_count", 0) > 0
     assert (b.reset is not None) == (workload.kind == "training")
-    assert (b.numerics is not None) == (workload.kind == "numerics")
+    assert b.numerics is not None or workload.kind != "numerics", "a numerics workload's figures are its result"
 
 
 @pytest.mark.parametrize("workload,variant", CPU_VARIANTS)
@@ -143,9 +143,11 @@ def test_training_repeats_without_drift(workload):
         assert b.info.get(name, 0) > 0, name
 
 
-@pytest.mark.parametrize("workload", [w for w in WORKLOADS if w.kind == "numerics"], ids=lambda w: w.name)
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: w.name)
 def test_numerics_give_finite_figures(workload):
     _, b = built(workload, workload.baseline)
+    if b.numerics is None:
+        pytest.skip(f"{workload.name} reports no figures besides time")
     rows = b.numerics()
     assert rows and all(set(r) >= {"subject", "metric", "value"} for r in rows)
     assert all(math.isfinite(r["value"]) for r in rows)
@@ -170,5 +172,5 @@ def test_baseline_run_is_stored_and_every_reader_reads_it(workload, tmp_path):
     assert kind == workload.kind and key == workload.resolve(RunOptions()).settings_key()
     assert set(stored) == set(workload.param_names)
     assert "iteration" in phases and len(phases) > 2
-    assert (numerics > 0) == (workload.kind == "numerics")
+    assert numerics > 0 or workload.kind != "numerics"
     assert time.perf_counter() - started < 120, "a tiny run takes seconds"
