@@ -12,7 +12,7 @@ import argparse
 import pandas as pd
 
 from app.context import EXIT_OK, open_store
-from app.output import console, print_frame, print_json
+from app.output import console, err_console, print_frame, print_json
 from store.analysis.studies import Study, add_study_views, all_studies, get_study, judge
 from store.db import Store
 
@@ -56,7 +56,6 @@ def study_points(study: Study, preset: str, device: str) -> list:
 def collect_runs(store: Store, study: Study, preset: str, device: str, fresh: bool, executor: str) -> list[str]:
     """The study's run ids: reused, or run now (through the sweep executor, which claims each point)."""
     from app.sweep import load_sweep, run_point
-    from app.workload_commands import print_sweep
     from store import summaries
 
     run_ids = []
@@ -64,14 +63,14 @@ def collect_runs(store: Store, study: Study, preset: str, device: str, fresh: bo
         sweep = load_sweep(path, preset=preset, device=device)
         reused = {} if fresh or not store.exists() else match_runs(summaries.runs_table(store).to_pandas(), sweep.runs)
         missing = [p for p in sweep.runs if p.key not in reused]
-        console.print(f"{study.name}: {path.name}: {len(sweep.runs)} runs, {len(reused)} reused from the store, {len(missing)} to run", highlight=False)
+        err_console.print(f"{study.name}: {path.name}: {len(sweep.runs)} runs, {len(reused)} reused from the store, {len(missing)} to run", highlight=False)
         run_ids += list(reused.values())
         for point in missing:
             outcome = run_point(point, sweep, store, retry_failed=True, executor=executor, force=True)
             if outcome.status == "ok":
                 run_ids.append(outcome.detail)
             else:
-                console.print(f"  {outcome.status}: {point.label}: {outcome.detail}", markup=False, highlight=False)
+                err_console.print(f"  {outcome.status}: {point.label}: {outcome.detail}", markup=False, highlight=False)
     return run_ids
 
 

@@ -77,7 +77,7 @@ def run_fields(request: RunRequest, spec: RunSpec, started: datetime) -> dict:
         "host": socket.gethostname(),
         "started_at": started,
         "config": json.dumps(request.config(spec)),
-        "kind": get(request.workload).kind,
+        "workload_kind": get(request.workload).kind,
         "params": json.dumps(spec.params.as_dict(), sort_keys=True),
         "settings_key": spec.settings_key(),
     }
@@ -139,7 +139,9 @@ def execute(store: Store, request: RunRequest, run_id: str | None = None) -> str
             "params": params_table(spec),
         }
         fields.update(device_name=result.environment.get("device_name"), environment=json.dumps(environment, default=str))
-        run = RunInfo(run_id=run_id, fields=fields, extra_tables={k: v for k, v in extra.items() if v.num_columns}, owns_trace=True)
+        parts = tuple(sorted({row["phase"] for row in result.latency if row["role"] == "part"}))
+        run = RunInfo(run_id=run_id, fields=fields, extra_tables={k: v for k, v in extra.items() if v.num_columns}, owns_trace=True,
+                      parts=parts)
         ingest_file(store, Path(result.trace_path), run=run)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
