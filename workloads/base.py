@@ -29,8 +29,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def unknown_name(what: str, name: str, known) -> str:
-    """The one wording for an unknown name: the close matches, then everything known."""
-    known = sorted(known)
+    """The one wording for an unknown name: the close matches, then everything known (in the order given)."""
+    known = list(known)
     close = difflib.get_close_matches(name, known, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return f"unknown {what} {name!r}{hint} (known: {', '.join(known) or 'none'})"
