@@ -44,6 +44,8 @@ def check_device(name: str) -> str:
         raise ValueError(f"--device: unknown device {name!r}; expected cpu or cuda[:index]") from None
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device: unsupported device {name!r}; expected cpu or cuda[:index]")
+    if device.type == "cpu" and device.index is not None:
+        raise ValueError(f"--device {name}: expected cpu, without an index")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device on this machine")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
