@@ -17,22 +17,6 @@ from store.analysis.studies import Study, add_study_views, all_studies, get_stud
 from store.db import Store
 
 
-def add_parsers(sub, add_db, add_format) -> None:
-    p = sub.add_parser("reproduce", help="a published study's findings from runs here, with a verdict each",
-                       description="Run a study's sweeps (reusing runs already in the store at the same settings unless --fresh), "
-                       "then print each finding: the published claim and figure, ours, and a verdict (holds, differs, gpu-only).")
-    p.add_argument("study", nargs="?", metavar="STUDY", help="a study name (see --list)")
-    p.add_argument("--all", action="store_true", help="every study")
-    p.add_argument("--list", action="store_true", help="list the studies and stop")
-    p.add_argument("--preset", default="tiny", help="size preset of every run: tiny (default, CPU) or paper (the published dimensions)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--fresh", action="store_true", help="run every point again instead of reusing runs at the same settings")
-    p.add_argument("--executor", choices=("inline", "process"), default="inline",
-                   help="inline (default: every run in this process, no start-up cost per run) or process (one process per run)")
-    add_db(p)
-    add_format(p)
-
-
 def match_runs(runs: pd.DataFrame, points) -> dict[str, str]:
     """{sweep key: the latest successful run with the point's workload, variant and settings} among `runs`."""
     ok = runs[(runs["status"] == "ok") & runs["settings_key"].notna()].sort_values(["stored_at", "run_id"])
