@@ -61,8 +61,10 @@ DIMS = {
 PARAMS = {
     "tiny": FewShotParams(shots=1, classes=8, strategy="full", image_size=64),
     # Office-31 (31 classes) at 224x224: one shot per class is a batch of 31, within the paper's batch of 32.
+    # (--param shots=3 there steps on all 93 images at once, where the paper's loader would take 32.)
     "paper": FewShotParams(shots=1, classes=31, strategy="full", image_size=224),
 }
+
 
 def batchnorm_momentum(model: torch.nn.Module, momentum: list | float) -> list:
     """Set every BatchNorm's momentum (one value, or one each); the old ones. Momentum 0 keeps
