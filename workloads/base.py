@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import hashlib
 import json
+import sys
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
@@ -167,6 +171,7 @@ class RunSpec:
     dtype: str
     seed: int
     params: Params
+    code: str = ""  # Workload.code_version: runs of different adapter code do different work
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -179,7 +184,7 @@ class RunSpec:
     def settings(self) -> dict[str, Any]:
         """Everything that decides the work but the variant."""
         return {"preset": self.preset, "batch": self.batch, "dtype": self.dtype, "device": self.device.split(":")[0],
-                "seed": self.seed, "params": self.params.as_dict()}
+                "seed": self.seed, "params": self.params.as_dict(), "code": self.code}
 
     def settings_key(self) -> str:
         """Canonical text of `settings()`: runs with equal keys did the same work (variants aside)."""
@@ -276,7 +281,29 @@ class Workload:
         if variant in self.gpu_variants and not device.startswith("cuda"):
             raise ValueError(f"workload {self.name!r}: variant {variant!r} needs a CUDA device (--device cuda)")
         params = self.params(options.preset, options.params)
-        return RunSpec(self.name, variant, options.preset, options.batch, device, options.dtype, options.seed, params)
+        return RunSpec(self.name, variant, options.preset, options.batch, device, options.dtype, options.seed, params, self.code_version)
+
+    @property
+    def code_version(self) -> str:
+        """A hash of the adapter's source and the workloads modules it imports: a preset's model
+        dimensions or a variant's code may change between versions, and runs of other code are not
+        reused by `reproduce` nor paired by `compare`."""
+        return _code_version(self.build.__module__)
+
+
+@functools.lru_cache(maxsize=None)
+def _code_version(module_name: str) -> str:
+    module = sys.modules[module_name]
+    used = {module_name} | {
+        getattr(value, "__module__", None) or getattr(value, "__name__", "")
+        for value in vars(module).values()
+    }
+    files = sorted({sys.modules[name].__file__ for name in used
+                    if name and name.startswith("workloads.") and getattr(sys.modules.get(name), "__file__", None)})
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(Path(file).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 class UnknownWorkload(KeyError):
