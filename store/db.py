@@ -200,6 +200,7 @@ class Store:
 
         if not self.exists():
             raise StoreError(f"{self.path}: no store here yet; run `observatory ingest PATH` or `observatory run WORKLOAD` first")
+        self.ensure()  # the empty parts carry today's columns (a store written by an older version gets them here)
         con = duckdb.connect()
         for table in TABLES:
             files = [self.runs_dir / EMPTY_PART / f"{table}.parquet"]

@@ -462,3 +462,61 @@ def test_end_to_end_every_page_in_chromium(dash, tmp_path):
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+# -- studies ----------------------------------------------------------------------------------------
+def test_studies_page_shows_every_study_file(dash, monkeypatch):
+    from store.analysis.studies import all_studies
+
+    at = app(dash["path"], monkeypatch, "studies")
+    names = [s.name for s in all_studies()]
+    assert at.selectbox(key="studies_study").options and len(at.selectbox(key="studies_study").options) == len(names)
+    for name in names:
+        at.selectbox(key="studies_study").set_value(name).run()
+        assert not at.exception, (name, [e.message for e in at.exception])
+        verdicts = set(at.dataframe[0].value["verdict"])
+        assert verdicts <= {"✓ holds", "✗ differs", "◐ gpu-only", "· no data"}, (name, verdicts)
+
+
+STUDY = """
+name = "fused-attention"
+number = "0"
+title = "Fused attention decodes faster"
+sweeps = ["sweeps/llm.toml"]  # beside the study file
+
+[[finding]]
+id = "sdpa-faster"
+claim = "sdpa decodes faster than eager attention"
+published = "faster (a test study)"
+sql = '''
+WITH t AS (SELECT r.variant, l.median_us, r.run_id FROM study_runs r JOIN latency_median l USING (run_id) WHERE l.phase = 'iteration')
+SELECT printf('%.2fx', max(median_us) FILTER (WHERE variant = 'eager') / max(median_us) FILTER (WHERE variant = 'sdpa')) AS ours,
+       count(*) = 2 AS holds, list(run_id) AS run_ids FROM t'''
+[finding.figure]
+sql = "SELECT r.variant, l.phase, l.median_us FROM study_runs r JOIN latency_median l USING (run_id) WHERE l.role = 'part'"
+kind = "bar"
+x = "phase"
+y = "median_us"
+color = "variant"
+"""
+SWEEP = """
+name = "llm"
+[grid]
+workloads = ["llm-decode"]
+variants = ["eager", "sdpa"]
+presets = ["tiny"]
+[grid.params]
+new_tokens = [4]
+"""
+
+
+def test_studies_page_judges_a_study_from_the_runs_in_the_store(dash, monkeypatch, tmp_path):
+    (tmp_path / "fused-attention.toml").write_text(STUDY)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "llm.toml").write_text(SWEEP)
+    monkeypatch.setenv("OBSERVATORY_STUDIES", str(tmp_path))
+    at = app(dash["path"], monkeypatch, "studies")
+    table = at.dataframe[0].value
+    assert list(table["verdict"]) == ["✓ holds"] and table["runs"].iloc[0] == 2  # the fixture's two llm-decode runs
+    assert "2** of 2 runs" in texts(at.markdown)
+    assert charts(at) and dash["runs"]["llm_eager"] in texts(at.caption)

@@ -258,8 +258,8 @@ def schema(path: str) -> pd.DataFrame:
 
 # -- studies ------------------------------------------------------------------------------
 @st.cache_data(show_spinner=False)
-def studies() -> list:
-    """Every study file (studies/*.toml), by number."""
+def studies(folder: str) -> list:
+    """Every study file in `folder` (store.analysis.studies.studies_dir()), by number."""
     from store.analysis.studies import all_studies
 
     return all_studies()

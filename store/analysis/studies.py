@@ -24,15 +24,22 @@ connection holding only the study's runs, with the helper views of `STUDY_VIEWS`
 """
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 PROJECT = Path(__file__).resolve().parents[2]
 STUDIES_DIR = PROJECT / "studies"
+
+
+def studies_dir() -> Path:
+    """Where study files live: $OBSERVATORY_STUDIES (a folder of your own studies) or the project's studies/."""
+    return Path(os.environ.get("OBSERVATORY_STUDIES") or STUDIES_DIR)
 VERDICTS = ("holds", "differs", "gpu-only", "no data")
 CHART_KINDS = ("line", "bar", "scatter")
 
@@ -118,7 +125,8 @@ def load_study(path: Path) -> Study:
     unknown = set(data) - {"name", "number", "title", "sweeps", "finding", "notes"}
     if unknown:
         raise StudyFileError(f"{path}: unknown key {sorted(unknown)[0]!r}; expected name, number, title, sweeps, notes, [[finding]]")
-    sweeps = tuple(PROJECT / s for s in _need(path, data, "sweeps", list, ""))
+    # a sweep path is relative to the study file's folder, or to the project (sweeps/x.toml)
+    sweeps = tuple(Path(path).parent / s if (Path(path).parent / s).is_file() else PROJECT / s for s in _need(path, data, "sweeps", list, ""))
     for sweep in sweeps:
         if not sweep.is_file():
             raise StudyFileError(f"{path}: sweeps: {sweep} does not exist")
@@ -147,16 +155,16 @@ def load_study(path: Path) -> Study:
 
 def all_studies() -> list[Study]:
     """Every study file under studies/, by study number."""
-    studies = [load_study(p) for p in sorted(STUDIES_DIR.glob("*.toml"))]
+    studies = [load_study(p) for p in sorted(studies_dir().glob("*.toml"))]
     return sorted(studies, key=lambda s: (s.number, s.name))
 
 
 def get_study(name: str) -> Study:
     from workloads.base import unknown_name
 
-    path = STUDIES_DIR / f"{name}.toml"
+    path = studies_dir() / f"{name}.toml"
     if not path.is_file():
-        raise ValueError(unknown_name("study", name, [p.stem for p in STUDIES_DIR.glob("*.toml")]))
+        raise ValueError(unknown_name("study", name, sorted(p.stem for p in studies_dir().glob("*.toml"))))
     return load_study(path)
 
 
@@ -175,7 +183,7 @@ def judge(con: duckdb.DuckDBPyConnection, finding: Finding, on_gpu: bool) -> dic
     if missing or len(row) != 1:
         raise ValueError(f"finding {finding.id!r}: its SQL must return one row with ours, holds, run_ids (got {len(row)} rows, missing {sorted(missing)})")
     ours, holds, run_ids = row["ours"].iloc[0], row["holds"].iloc[0], row["run_ids"].iloc[0]
-    run_ids = sorted({str(r) for r in (list(run_ids) if run_ids is not None and not isinstance(run_ids, float) else []) if r is not None})
+    run_ids = sorted({str(r) for r in (list(run_ids) if isinstance(run_ids, (list, tuple, np.ndarray)) else []) if r is not None})
     if finding.gpu_only and not on_gpu:
         verdict = "gpu-only"
         ours = f"{ours} on this CPU; on a GPU: {finding.on_gpu}" if pd.notna(ours) and ours is not None else f"on a GPU: {finding.on_gpu}"

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app.dashboard import charts, data
+from store.analysis.studies import studies_dir
 
 VERDICT_MARKS = {"holds": "✓ holds", "differs": "✗ differs", "gpu-only": "◐ gpu-only", "no data": "· no data"}
 
@@ -16,7 +17,7 @@ st.caption(
     "the runs in this store at the chosen preset and device, and a verdict. On a CPU, verdicts judge orderings and trends, never a "
     "GPU's percentages; `observatory reproduce STUDY` runs what is missing."
 )
-all_studies = data.studies()
+all_studies = data.studies(str(studies_dir()))
 if not all_studies:
     st.info("No study files under studies/.")
     st.stop()
