@@ -167,3 +167,14 @@ def part_bars(frame: pd.DataFrame) -> go.Figure:
                  color_discrete_map=CATEGORY_COLORS, labels={"time_ms": "operator time (ms)", "part": ""},
                  hover_data={"share_pct": ":.1f", "count": True})
     return _tidy(fig, height=340)
+
+
+def numerics_chart(frame: pd.DataFrame) -> go.Figure:
+    """A run's numerics: series (rows with a position) as lines per subject, single figures as bars; a panel per metric."""
+    series = frame.dropna(subset=["position"])
+    if not series.empty:
+        fig = px.line(series, x="position", y="value", color="subject", facet_col="metric", facet_col_wrap=3, markers=True)
+    else:
+        fig = px.bar(frame, x="subject", y="value", color="subject", facet_col="metric", facet_col_wrap=3)
+    fig.update_yaxes(matches=None, showticklabels=True)
+    return _tidy(fig, height=360)

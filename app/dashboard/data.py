@@ -137,6 +137,14 @@ def _json(text: str | None) -> dict:
     return value if isinstance(value, dict) else {"value": value}
 
 
+@st.cache_data(show_spinner=False)
+def numerics(path: str, run_id: str) -> pd.DataFrame:
+    """A run's figures that are not time (the numerics table): subject, metric, value, position."""
+    with _cursor(path, (run_id,)) as con:
+        return con.execute("SELECT subject, metric, value, position FROM numerics WHERE run_id = ? ORDER BY subject, metric, position",
+                           [run_id]).df()
+
+
 # -- breakdown ----------------------------------------------------------------------------
 def category_times(path: str, runs: pd.DataFrame) -> pd.DataFrame:
     """The op_time_by_category view for the runs of `runs`: (run_id, rank, side, category, time_us, count, share_pct)."""

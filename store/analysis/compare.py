@@ -75,7 +75,7 @@ SETTINGS = ["settings_key"]
 PAIRING_COLUMNS = ["run_id", "workload", "variant", "status", "stored_at", *SETTINGS]
 
 
-def pair_latest(runs: pd.DataFrame, workload: str, baseline_variant: str) -> tuple[str, dict[str, str]]:
+def pair_latest(runs: pd.DataFrame, workload: str, baseline_variant: str, settings_key: str | None = None) -> tuple[str, dict[str, str]]:
     """The latest successful baseline run of a workload among `runs`, and the latest successful run of each
     other variant with its settings (runs.settings_key: preset, batch, dtype, device, seed and every
     parameter); latest by stored_at, then run_id.
@@ -85,6 +85,8 @@ def pair_latest(runs: pd.DataFrame, workload: str, baseline_variant: str) -> tup
     """
     ok = runs[(runs["workload"] == workload) & (runs["status"] == "ok")].sort_values(["stored_at", "run_id"])
     base = ok[ok["variant"] == baseline_variant]
+    if settings_key is not None:  # the latest baseline run at these settings, not at the latest run's
+        base = base[base["settings_key"] == settings_key]
     if base.empty:
         raise ValueError(f"--workload {workload}: no successful {baseline_variant!r} (baseline) run in the store; run `observatory run {workload}` first")
     latest = base.iloc[[-1]]

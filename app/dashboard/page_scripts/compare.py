@@ -5,13 +5,22 @@ import pandas as pd
 import streamlit as st
 
 from app.dashboard import charts, data
+
+
+def settings_label(key: str) -> str:
+    """A settings key as a short line: preset, batch, dtype, device, then the parameters."""
+    settings = data.json_object(key)
+    params = ", ".join(f"{k}={v}" for k, v in (settings.get("params") or {}).items())
+    return " · ".join(str(x) for x in (settings.get("preset"), f"batch {settings.get('batch')}", settings.get("dtype"),
+                                        settings.get("device"), params) if x)
 from store.analysis.compare import pair_latest
 
 path = data.store_path()
 runs = data.runs(path)
 st.title("Compare")
 st.caption(
-    "The latest run of each variant next to the latest baseline run at the same settings (preset, batch, dtype, device). "
+    "The latest run of each variant next to the latest baseline run at the same settings (preset, batch, dtype, device, seed, "
+    "every parameter and the adapter's code). "
     "Latency comes from unprofiled timed repeats: median, with p10-p90 whiskers; speedup = baseline median / variant median, "
     "its range pairs the p10 and p90 ends of the two runs."
 )
@@ -31,13 +40,23 @@ baseline = right.selectbox(
     "Baseline variant", variants, index=variants.index(registered) if registered in variants else 0, key=f"compare_baseline_{workload}",
     help=f"The registry's baseline of {workload} is {registered!r}." if registered else "This workload is not in the registry.",
 )
+bases = profiled[(profiled["workload"] == workload) & (profiled["variant"] == baseline)].sort_values("stored_at", ascending=False)
+choices = list(dict.fromkeys(bases["settings_key"].dropna()))  # newest first
+settings = None
+if len(choices) > 1:
+    labels = {key: settings_label(key) for key in choices}
+    settings = st.selectbox("Settings", choices, format_func=labels.get, key=f"compare_settings_{workload}_{baseline}",
+                            help="The baseline's runs at different settings (preset, batch, dtype, device, parameters): variants are "
+                            "compared only with a baseline of the same settings.")
 try:
-    base_run, others = pair_latest(runs, workload, baseline)  # from the page's runs list, not the store now
+    base_run, others = pair_latest(runs, workload, baseline, settings)  # from the page's runs list, not the store now
 except ValueError as exc:
     st.info(str(exc))
     st.stop()
 base = runs[runs["run_id"] == base_run].iloc[0]
-st.markdown(f"Baseline **{baseline}** `{base_run}` · preset {base['preset']} · batch {base['batch']} · {base['dtype']} · {base['device']}")
+params = ", ".join(f"{k}={v}" for k, v in data.json_object(base.get("params")).items())
+st.markdown(f"Baseline **{baseline}** `{base_run}` · preset {base['preset']} · batch {base['batch']} · {base['dtype']} · {base['device']}"
+            + (f" · {params}" if params else ""))
 if not others:
     st.info(f"No variant of {workload} has a run at these settings yet: `observatory run {workload} --variant V`.")
 

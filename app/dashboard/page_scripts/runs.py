@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import data, layout
+from app.dashboard import charts, data, layout
 
 path = data.store_path()
 runs = data.runs(path)
@@ -77,6 +77,13 @@ if params:
     left.dataframe(pd.Series(params, name="value").astype(str).rename_axis("parameter").to_frame(), width="stretch")
 if not details["metrics"].empty:
     right.dataframe(details["metrics"], hide_index=True, width="stretch")
+figures = data.numerics(path, run_id)
+if not figures.empty:
+    st.subheader("Figures that are not time")
+    st.caption("The run's numerics rows: error against a reference, deviation from a baseline, per step or call where a series.")
+    st.plotly_chart(charts.numerics_chart(figures), key="runs_numerics")
+    with st.expander("The numerics rows"):
+        st.dataframe(figures, hide_index=True)
 with st.expander("Configuration"):
     st.json(details["config"], expanded=True)
 with st.expander("Environment"):
