@@ -88,6 +88,10 @@ class TaskModel(torch.nn.Module):
         super().__init__()
         self.mlm = mlm
         self.head = torch.nn.Linear(mlm.config.hidden_size, classes)
+        # the vocabulary head is not used: its own weights are frozen (its decoder is the word
+        # embedding matrix, which trains with the encoder)
+        mlm.cls.predictions.transform.requires_grad_(False)
+        mlm.cls.predictions.bias.requires_grad_(False)
 
     def forward(self, input_ids, attention_mask, positions):
         hidden = self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -154,7 +158,7 @@ def build(spec: RunSpec) -> Built:
     config = BertConfig(vocab_size=dims.vocab, hidden_size=dims.hidden, num_hidden_layers=dims.layers, num_attention_heads=dims.heads,
                         intermediate_size=dims.intermediate, max_position_embeddings=dims.max_positions, pad_token_id=vocab["[PAD]"])
     model = TaskModel(BertForMaskedLM(config), params.classes).to(spec.torch_device, spec.torch_dtype).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5)
     inputs = batch.tensors(vocab, spec.torch_device)
     labels = inputs.pop("labels")
     state = TrainingState(model, optimizer)

@@ -62,12 +62,12 @@ class MixedModalParams(Params):
 
 DIMS = {
     "tiny": ChameleonDims(hidden=128, layers=2, heads=4, intermediate=256, vocab=512, max_positions=512, image_codes=64,
-                          grid=8, vq_channels=32, vq_multipliers=(1, 1, 2), vq_latent=32, vq_embed=8, vq_res_blocks=1),
+                          grid=6, vq_channels=32, vq_multipliers=(1, 1, 2), vq_latent=32, vq_embed=8, vq_res_blocks=1),
     # Chameleon-7B; its VQGAN: 8192 codes, 16x downsampling, 512 px images = 32 x 32 = 1024 tokens
     "paper": ChameleonDims(hidden=4096, layers=32, heads=32, intermediate=11008, vocab=65536, max_positions=4096, image_codes=8192,
                            grid=32, vq_channels=128, vq_multipliers=(1, 1, 2, 2, 4), vq_latent=256, vq_embed=256, vq_res_blocks=2),
 }
-PARAMS = {"tiny": MixedModalParams(prompt_len=16, text_tokens=8, images=1),
+PARAMS = {"tiny": MixedModalParams(prompt_len=16, text_tokens=4, images=1),
           "paper": MixedModalParams(prompt_len=64, text_tokens=32, images=1)}
 SPECIAL = {"<pad>": 0, "<s>": 1, "</s>": 2, "<image>": 3, "<boi>": 4, "<eoi>": 5}
 BOI, EOI = SPECIAL["<boi>"], SPECIAL["<eoi>"]
