@@ -15,7 +15,8 @@ Explicit prefill/decode loop with a KV cache, one iteration =
     decode_image  one forward per image token
     vq_decode     image codes -> pixels
 Variants: llm-decode's ladder, technique by technique (eager -> sdpa -> static-cache ->
-compile -> int8-weights; cuda-graphs on a GPU), applied to the Chameleon backbone.
+compile -> int8-weights; cuda-graphs on a GPU), applied to the Chameleon backbone (the
+language-model head, a single matmul per token, and the VQ decoder stay eager, in float32).
 """
 from __future__ import annotations
 
