@@ -1,9 +1,16 @@
 """`observatory`: the command line. Exit codes: 0 ok, 1 error, 2 usage."""
 from __future__ import annotations
 
+import os
 import sys
 
-from app.parsers import build_parser
+# OpenMP threads that finish a parallel region spin-wait for the next one by default. On a CPU
+# shared with other processes a spinning thread holds a core another process's thread waits
+# for: a tiny decode step measured 5-50x slower and wildly noisy. Set before torch (and its
+# libgomp) loads; an explicit OMP_WAIT_POLICY wins, and profilers/environment.py records it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from app.parsers import build_parser  # noqa: E402
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 

@@ -1,6 +1,7 @@
 """The environment a run was measured in: versions, device, host, and the code's git sha."""
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -47,6 +48,7 @@ def collect(device: str, nvml: Any = None) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if cuda else cpu_model(),
         "cpu_model": cpu_model(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # read by OpenMP when torch loaded
         "host": socket.gethostname(),
         "python_version": platform.python_version(),
         "platform": platform.platform(),

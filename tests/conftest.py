@@ -1,7 +1,10 @@
 """Shared fixtures: the real traces in ../shared/traces, imported once per session."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app/cli.py does: before torch loads, no spinning threads
 
 import pytest
 

@@ -78,6 +78,26 @@ def test_llm_loop_matches_transformers_generate():
     assert torch.equal(reference[:, p.prompt_len:], tokens)
 
 
+def test_static_cache_is_allocated_at_build():
+    """Allocated lazily, the cache would be empty in the first prefill and full in the next:
+    two different inputs to torch.compile, so the compile rung would compile the prompt twice."""
+    spec = get("llm-decode").resolve(RunOptions(variant="static-cache"))
+    decoder = llm_decode.use_static_cache(llm_decode.build_decoder(llm_decode.DIMS["tiny"], spec))
+    assert all(layer.is_initialized for layer in decoder.cache.layers)
+    assert llm_decode.kv_cache_bytes(decoder.cache) == run("llm-decode", "static-cache")[0].info["kv_cache_bytes"]
+
+
+@pytest.mark.slow
+def test_compiled_rungs_compile_once():
+    from torch._dynamo.utils import counters
+
+    for variant in ("compile", "int8-weights"):
+        built, _ = run("llm-decode", variant)  # the first iteration compiled the prompt and the token graphs
+        graphs = counters["stats"]["unique_graphs"]
+        built.iteration(untimed_part)
+        assert counters["stats"]["unique_graphs"] == graphs, f"{variant}: the second iteration compiled again"
+
+
 def test_int8_weights_store_a_quarter_of_the_linear_bytes():
     from workloads.common import WeightOnlyInt8Linear
 

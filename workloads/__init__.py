@@ -9,9 +9,11 @@ from importlib import import_module
 ADAPTERS = (  # one per line, sorted
     "workloads.chai",
     "workloads.diffusion_t2i",
+    "workloads.dynamar",
     "workloads.fewshot",
     "workloads.fim",
     "workloads.llm_decode",
+    "workloads.mixed_modal",
 )
 EXTRA_ADAPTERS = tuple(m.strip() for m in os.environ.get("OBSERVATORY_ADAPTERS", "").split(",") if m.strip())
 

@@ -151,8 +151,14 @@ def use_static_cache(decoder: Decoder) -> Decoder:
     """A preallocated KV cache: every decode step has the same shapes (what compile and CUDA graphs need)."""
     from transformers import StaticCache
 
-    max_len = decoder.prompt.shape[1] + decoder.new_tokens
-    return replace(decoder, cache=StaticCache(config=decoder.model.config, max_cache_len=max_len))
+    config, (batch, prompt_len) = decoder.model.config, decoder.prompt.shape
+    cache = StaticCache(config=config, max_cache_len=prompt_len + decoder.new_tokens)
+    # allocated now, not lazily in the first forward: a lazily allocated cache changes what the
+    # second prefill sees (an initialized cache) and makes torch.compile compile the prompt twice
+    cache.early_initialization(batch_size=batch, num_heads=config.num_key_value_heads,
+                               head_dim=config.hidden_size // config.num_attention_heads,
+                               dtype=decoder.model.dtype, device=decoder.prompt.device)
+    return replace(decoder, cache=cache)
 
 
 def compile_model(decoder: Decoder) -> Decoder:
