@@ -48,12 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(p)
     _add_format(p, ("table", "csv", "json"))
 
-    from app import demo, reproduce, workload_commands
+    from app import demo, numerics_commands, reproduce, workload_commands
     from app.dashboard import command as dashboard_command
 
     demo.add_parser(sub, _add_db)
     workload_commands.add_parsers(sub, _add_db, _add_format)
     reproduce.add_parsers(sub, _add_db, _add_format)
+    numerics_commands.add_parsers(sub, _add_db, _add_format)
     dashboard_command.add_parser(sub, _add_db)
     return parser
 
@@ -64,6 +65,7 @@ HANDLERS = {
     "demo": "app.demo",
     "list": "app.workload_commands", "run": "app.workload_commands", "sweep": "app.workload_commands", "compare": "app.workload_commands",
     "reproduce": "app.reproduce",
+    "deviation": "app.numerics_commands",
     "dashboard": "app.dashboard.command",
 }
 
