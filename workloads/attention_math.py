@@ -10,6 +10,7 @@ their dtype; `reference_attention` is the golden value: plain attention in float
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -96,14 +97,19 @@ def deviation(output: torch.Tensor, reference: torch.Tensor) -> dict[str, float]
 def wasserstein_1d(a: torch.Tensor, b: torch.Tensor) -> float:
     """1-D Wasserstein (earth mover's) distance between the values of two equal-size tensors:
     the mean absolute difference of their sorted values."""
-    return wasserstein_sorted(a.detach().flatten().sort().values, b.detach().flatten().sort().values)
+    return wasserstein_sorted(sorted_values(a), sorted_values(b))
+
+
+def sorted_values(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's values, flattened and sorted, in float64 (numpy's sort: many times faster than torch's on CPU)."""
+    return torch.from_numpy(np.sort(t.detach().double().flatten().cpu().numpy()))
 
 
 def wasserstein_sorted(a: torch.Tensor, b: torch.Tensor) -> float:
     """`wasserstein_1d` of two 1-D tensors already sorted (sort each once, compare many times)."""
     if a.numel() != b.numel():
         raise ValueError(f"the 1-D Wasserstein distance here needs equal sizes, got {a.numel()} and {b.numel()}")
-    return (a.double() - b.double()).abs().mean().item()
+    return (a - b).abs().mean().item()
 
 
 def random_qkv(batch: int, heads: int, seq_len: int, head_dim: int, dtype: torch.dtype, seed: int,

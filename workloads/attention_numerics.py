@@ -51,7 +51,8 @@ class NumericsParams(Params):
 
 PARAMS = {
     "tiny": NumericsParams(mode="kernel", compute_dtype="bf16", seq_len=1024, block_size=16, heads=1, head_dim=64, train_steps=4),
-    # attention of Llama-2-7B (32 heads of 128) at 4096 positions, flash attention's 64-key tiles
+    # attention of Llama-2-7B (32 heads of 128) at 4096 positions, 64-key tiles (a usual FlashAttention-2 key block);
+    # train_steps is ours (the paper trains far longer)
     "paper": NumericsParams(mode="kernel", compute_dtype="bf16", seq_len=4096, block_size=64, heads=32, head_dim=128, train_steps=100),
 }
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from workloads.attention_math import COMPUTE_DTYPES, subjects, wasserstein_sorted
+from workloads.attention_math import COMPUTE_DTYPES, sorted_values, subjects, wasserstein_sorted
 from workloads.base import Built, RunSpec
 from workloads.common import param_stats
 
@@ -43,7 +43,7 @@ class Snapshot:
     @classmethod
     def of(cls, model: torch.nn.Module) -> "Snapshot":
         flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
-        return cls(flat, flat.sort().values)
+        return cls(flat, sorted_values(flat))
 
     def distance(self, other: "Snapshot") -> dict[str, float]:
         return {"max_abs": (self.flat - other.flat).abs().max().item(), "wasserstein": wasserstein_sorted(self.sorted, other.sorted)}
