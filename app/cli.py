@@ -21,6 +21,7 @@ HANDLERS = {
     "demo": "app.demo",
     "list": "app.workload_commands", "run": "app.workload_commands", "sweep": "app.workload_commands", "compare": "app.workload_commands",
     "reproduce": "app.reproduce",
+    "deviation": "app.numerics_commands",
     "dashboard": "app.dashboard.command",
 }
 

@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo(sub, add_db)
     add_workload_commands(sub, add_db, add_format)
     add_reproduce(sub, add_db, add_format)
+    add_numerics(sub, add_db, add_format)
     add_dashboard(sub, add_db)
     return parser
 
@@ -139,3 +140,31 @@ def add_dashboard(sub, add_db) -> argparse.ArgumentParser:
     )
     add_db(p)
     return p
+
+
+DTYPE_NAMES = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "fp32": "fp32", "float32": "fp32"}
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_numerics(sub, add_db, add_format) -> None:
+    p = sub.add_parser("deviation", help="attention's deviation from a float64 reference, per implementation",
+                       description="Max, mean and std of |output - reference| of plain attention, torch SDPA's flash and math "
+                       "backends and a tiled flash attention, each computed in --dtype, against plain attention in float64 "
+                       "(random q, k, v; the attention-numerics workload's kernel mode, computed directly, nothing stored).")
+    p.add_argument("--dtype", required=True, choices=tuple(DTYPE_NAMES), help="the compared dtype: bf16, fp16 or fp32")
+    p.add_argument("--seq-len", type=_at_least_one, required=True, help="query and key length")
+    p.add_argument("--block-size", type=_at_least_one, required=True, help="the tiled flash attention's key/value block (positions)")
+    p.add_argument("--heads", type=_at_least_one, default=1, help="attention heads (default 1)")
+    p.add_argument("--head-dim", type=_at_least_one, default=64, help="head dimension (default 64)")
+    p.add_argument("--batch", type=_at_least_one, default=1, help="batch size (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random q, k, v (default 0)")
+    add_format(p)

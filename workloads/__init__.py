@@ -7,6 +7,7 @@ import os
 from importlib import import_module
 
 ADAPTERS = (  # one per line, sorted
+    "workloads.attention_numerics",
     "workloads.chai",
     "workloads.diffusion_t2i",
     "workloads.dynamar",
