@@ -9,13 +9,12 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from store.analysis._sql import DEVICE_OP_CATS, check_choice, quoted, run_frame
+from store.analysis._sql import DEVICE_OP_CATS, quoted, side_frame
 
 CATEGORIES = (
     "convolution", "gemm", "attention", "normalization", "activation",
     "elementwise", "reduction", "memory", "communication", "other",
 )
-SIDES = ("cpu", "device")
 
 VIEWS = [
     f"""CREATE OR REPLACE VIEW op_time_by_category AS
@@ -35,7 +34,4 @@ GROUP BY run_id, rank, side, category""",
 
 def op_time_by_category(con: duckdb.DuckDBPyConnection, run_id: str, side: str | None = None) -> pd.DataFrame:
     """(run_id, rank, side, category, time_us, count, share_pct), largest first within each side."""
-    if side is None:
-        return run_frame(con, "op_time_by_category", run_id, order_by="side, time_us DESC")
-    check_choice("side", side, SIDES)
-    return run_frame(con, "op_time_by_category", run_id, "side = ?", [side], order_by="time_us DESC")
+    return side_frame(con, "op_time_by_category", run_id, side, "time_us DESC")
