@@ -86,16 +86,21 @@ def transformer_config(d: DiTDims, image_size: int) -> dict:
     )
 
 
+def t5_config(d: DiTDims):
+    from transformers import T5Config
+
+    return T5Config(vocab_size=d.text_vocab, d_model=d.text_hidden, d_kv=d.text_kv, d_ff=d.text_ff,
+                    num_layers=d.text_layers, num_heads=d.text_heads, feed_forward_proj="gated-gelu",
+                    attn_implementation="eager")
+
+
 def build_pipeline(d: DiTDims, image_size: int, device: torch.device, dtype: torch.dtype):
     """The baseline: random-init components, unfused attention everywhere."""
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
     from diffusers.models.attention_processor import AttnProcessor
-    from transformers import T5Config, T5EncoderModel
+    from transformers import T5EncoderModel
 
-    text_encoder = place(T5EncoderModel(T5Config(
-        vocab_size=d.text_vocab, d_model=d.text_hidden, d_kv=d.text_kv, d_ff=d.text_ff, num_layers=d.text_layers,
-        num_heads=d.text_heads, feed_forward_proj="gated-gelu", attn_implementation="eager",
-    )), device, dtype)
+    text_encoder = place(T5EncoderModel(t5_config(d)), device, dtype)
     transformer = place(PixArtTransformer2DModel(**transformer_config(d, image_size)), device, dtype)
     vae = place(AutoencoderKL(**vae_config(d, image_size)), device, dtype)
     transformer.set_attn_processor(AttnProcessor())

@@ -175,7 +175,8 @@ def judge(con: duckdb.DuckDBPyConnection, finding: Finding, on_gpu: bool) -> dic
     if missing or len(row) != 1:
         raise ValueError(f"finding {finding.id!r}: its SQL must return one row with ours, holds, run_ids (got {len(row)} rows, missing {sorted(missing)})")
     ours, holds, run_ids = row["ours"].iloc[0], row["holds"].iloc[0], row["run_ids"].iloc[0]
-    run_ids = sorted({str(r) for r in (list(run_ids) if run_ids is not None and not isinstance(run_ids, float) else []) if r is not None})
+    no_runs = run_ids is None or (pd.api.types.is_scalar(run_ids) and pd.isna(run_ids))  # list() of no rows is NULL
+    run_ids = sorted({str(r) for r in ([] if no_runs else list(run_ids)) if r is not None})
     if finding.gpu_only and not on_gpu:
         verdict = "gpu-only"
         ours = f"{ours} on this CPU; on a GPU: {finding.on_gpu}" if pd.notna(ours) and ours is not None else f"on a GPU: {finding.on_gpu}"
