@@ -17,14 +17,6 @@ SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 DEMO_SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "demo.toml"
 
 
-def add_parser(sub, add_db) -> None:
-    p = sub.add_parser("demo", help="the main job: import ../shared/traces, profile both workloads, compare, open the dashboard",
-                       description="Import the real GPU traces in ../shared/traces and print one summary line per run; profile both "
-                       "workloads in their baseline and variants (sweeps/demo.toml) and compare them; then serve the dashboard.")
-    p.add_argument("--no-dashboard", action="store_true", help="stop after the comparison instead of serving the dashboard")
-    add_db(p)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     if not SHARED_TRACES.is_dir():
         raise ValueError(f"{SHARED_TRACES}: the shared traces are not there (expected beside the project folder)")

@@ -12,25 +12,9 @@ import argparse
 import pandas as pd
 
 from app.context import EXIT_OK, open_store
-from app.output import console, print_frame, print_json
+from app.output import console, err_console, print_frame, print_json
 from store.analysis.studies import Study, add_study_views, all_studies, get_study, judge
 from store.db import Store
-
-
-def add_parsers(sub, add_db, add_format) -> None:
-    p = sub.add_parser("reproduce", help="a published study's findings from runs here, with a verdict each",
-                       description="Run a study's sweeps (reusing runs already in the store at the same settings unless --fresh), "
-                       "then print each finding: the published claim and figure, ours, and a verdict (holds, differs, gpu-only).")
-    p.add_argument("study", nargs="?", metavar="STUDY", help="a study name (see --list)")
-    p.add_argument("--all", action="store_true", help="every study")
-    p.add_argument("--list", action="store_true", help="list the studies and stop")
-    p.add_argument("--preset", default="tiny", help="size preset of every run: tiny (default, CPU) or paper (the published dimensions)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--fresh", action="store_true", help="run every point again instead of reusing runs at the same settings")
-    p.add_argument("--executor", choices=("inline", "process"), default="inline",
-                   help="inline (default: every run in this process, no start-up cost per run) or process (one process per run)")
-    add_db(p)
-    add_format(p)
 
 
 def match_runs(runs: pd.DataFrame, points) -> dict[str, str]:
@@ -56,7 +40,6 @@ def study_points(study: Study, preset: str, device: str) -> list:
 def collect_runs(store: Store, study: Study, preset: str, device: str, fresh: bool, executor: str) -> list[str]:
     """The study's run ids: reused, or run now (through the sweep executor, which claims each point)."""
     from app.sweep import load_sweep, run_point
-    from app.workload_commands import print_sweep
     from store import summaries
 
     run_ids = []
@@ -64,14 +47,14 @@ def collect_runs(store: Store, study: Study, preset: str, device: str, fresh: bo
         sweep = load_sweep(path, preset=preset, device=device)
         reused = {} if fresh or not store.exists() else match_runs(summaries.runs_table(store).to_pandas(), sweep.runs)
         missing = [p for p in sweep.runs if p.key not in reused]
-        console.print(f"{study.name}: {path.name}: {len(sweep.runs)} runs, {len(reused)} reused from the store, {len(missing)} to run", highlight=False)
+        err_console.print(f"{study.name}: {path.name}: {len(sweep.runs)} runs, {len(reused)} reused from the store, {len(missing)} to run", highlight=False)
         run_ids += list(reused.values())
         for point in missing:
             outcome = run_point(point, sweep, store, retry_failed=True, executor=executor, force=True)
             if outcome.status == "ok":
                 run_ids.append(outcome.detail)
             else:
-                console.print(f"  {outcome.status}: {point.label}: {outcome.detail}", markup=False, highlight=False)
+                err_console.print(f"  {outcome.status}: {point.label}: {outcome.detail}", markup=False, highlight=False)
     return run_ids
 
 

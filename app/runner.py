@@ -20,6 +20,7 @@ import pyarrow as pa
 from store import summaries
 from store.db import Store
 from store.ingest import RunInfo, ingest_file, record_failed_run
+from store.schema import TABLES
 from workloads.base import RunOptions, RunSpec, get, param_rows
 
 
@@ -77,26 +78,26 @@ def run_fields(request: RunRequest, spec: RunSpec, started: datetime) -> dict:
         "host": socket.gethostname(),
         "started_at": started,
         "config": json.dumps(request.config(spec)),
-        "kind": get(request.workload).kind,
+        "workload_kind": get(request.workload).kind,
         "params": json.dumps(spec.params.as_dict(), sort_keys=True),
         "settings_key": spec.settings_key(),
     }
 
 
 def params_table(spec: RunSpec) -> pa.Table:
-    return _table(param_rows(spec.params))
+    return _table("params", param_rows(spec.params))
 
 
-def _table(rows: list[dict], keep: tuple[str, ...] | None = None) -> pa.Table:
-    if keep is not None:
-        rows = [{k: v for k, v in row.items() if k in keep} for row in rows]
-    return pa.Table.from_pylist(rows) if rows else pa.table({})
+def _table(name: str, rows: list[dict]) -> pa.Table:
+    """Rows as the store's table `name` (its schema, so a key missing from the first row is not lost;
+    run_id filled in at commit); an empty table without columns when there are no rows."""
+    schema = pa.schema([f for f in TABLES[name] if f.name != "run_id"])
+    return pa.Table.from_pylist([{k: row.get(k) for k in schema.names} for row in rows], schema=schema) if rows else pa.table({})
 
 
 def execute(store: Store, request: RunRequest, run_id: str | None = None) -> str:
     """Profile and store one run; a failure is stored as a failed run with its error, then raised."""
     from profilers.session import ProfileConfig, profile
-    from store.schema import TABLES
 
     workload = get(request.workload)
     spec = request.spec()  # bad options fail before anything is stored
@@ -131,15 +132,17 @@ def execute(store: Store, request: RunRequest, run_id: str | None = None) -> str
             "info": {k: v for k, v in built.info.items() if isinstance(v, (int, float, str, bool, type(None)))},
         }
         extra = {
-            "latency": _table(result.latency, tuple(TABLES["latency"].names)),
-            "attention_calls": _table(result.attention_calls, tuple(TABLES["attention_calls"].names)),
-            "telemetry": _table(result.telemetry, tuple(TABLES["telemetry"].names)),
-            "metrics": _table(result.metrics, tuple(TABLES["metrics"].names)),
-            "numerics": _table(result.numerics, tuple(TABLES["numerics"].names)),
+            "latency": _table("latency", result.latency),
+            "attention_calls": _table("attention_calls", result.attention_calls),
+            "telemetry": _table("telemetry", result.telemetry),
+            "metrics": _table("metrics", result.metrics),
+            "numerics": _table("numerics", result.numerics),
             "params": params_table(spec),
         }
         fields.update(device_name=result.environment.get("device_name"), environment=json.dumps(environment, default=str))
-        run = RunInfo(run_id=run_id, fields=fields, extra_tables={k: v for k, v in extra.items() if v.num_columns}, owns_trace=True)
+        parts = tuple(sorted({row["phase"] for row in result.latency if row["role"] == "part"}))
+        run = RunInfo(run_id=run_id, fields=fields, extra_tables={k: v for k, v in extra.items() if v.num_columns}, owns_trace=True,
+                      parts=parts)
         ingest_file(store, Path(result.trace_path), run=run)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -12,47 +12,6 @@ from app.context import EXIT_ERROR, EXIT_OK, open_store, resolve_run
 from app.output import console, err_console, print_frame, print_json, records
 
 
-def add_parsers(sub, add_db, add_format) -> None:
-    p = sub.add_parser("list", help="workloads, their variants and presets", description="List the workloads, their variants (the first is the baseline) and size presets.")
-    add_format(p)
-
-    p = sub.add_parser("run", help="profile one workload and store the run", description="Build a workload from its config (random weights), time it, profile it and store the run.")
-    p.add_argument("workload", metavar="WORKLOAD")
-    p.add_argument("--variant", help="optimized variant (default: the baseline)")
-    p.add_argument("--preset", default="tiny", help="size preset: tiny (tests, CPU) or paper (the published dimensions)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="a workload parameter, repeatable (e.g. --param frames=8; `observatory list` shows each workload's)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=0, help="random weights and inputs (default 0)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    p.add_argument("--repeats", type=int, default=5, help="unprofiled timed iterations (default 5)")
-    p.add_argument("--warmup", type=int, default=1, help="unprofiled warm-up iterations, reported apart (default 1)")
-    p.add_argument("--run-id", help=argparse.SUPPRESS)
-    p.add_argument("--sweep", help=argparse.SUPPRESS)
-    p.add_argument("--sweep-key", help=argparse.SUPPRESS)
-    add_db(p)
-    add_format(p)
-
-    p = sub.add_parser("sweep", help="run a grid of workloads x variants x presets x parameters", description="Run every point of a sweep file (TOML); runs already done are skipped.")
-    p.add_argument("file", metavar="FILE.toml")
-    p.add_argument("--retry-failed", action="store_true", help="run again the points whose earlier run failed")
-    add_executor(p)
-    add_db(p)
-
-    p = sub.add_parser("compare", help="speedup and category shifts: two runs, or a workload's variants vs its baseline", description="Compare RUN_A (baseline) with RUN_B, or with --workload the latest run of each variant with the latest baseline run.")
-    p.add_argument("runs", nargs="*", metavar="RUN", help="RUN_A RUN_B")
-    p.add_argument("--workload", help="compare each variant's latest run with the baseline's")
-    add_db(p)
-    add_format(p)
-
-
-def add_executor(p) -> None:
-    p.add_argument("--executor", choices=("process", "inline"), default="process",
-                   help="process: each run in its own process (default; survives crashes, honours timeout_s and memory_limit_gb); "
-                   "inline: each run in this process (no start-up cost per run)")
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     from workloads.base import all_workloads
 

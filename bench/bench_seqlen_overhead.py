@@ -58,7 +58,7 @@ def tiny_llama_generate() -> tuple[torch.nn.Module, Callable[[], Any]]:
 def measure(model: torch.nn.Module, step: Callable[[], Any], repeats: int, warmup: int) -> dict[str, float]:
     for _ in range(warmup):
         step()
-        with SeqLenRecorder(model, step_module=model):
+        with SeqLenRecorder(model, model=model):
             step()
     reference, recorded, setup = [], [], []
     calls = 0
@@ -66,7 +66,7 @@ def measure(model: torch.nn.Module, step: Callable[[], Any], repeats: int, warmu
         start = time.perf_counter_ns()
         step()
         reference.append(time.perf_counter_ns() - start)
-        recorder = SeqLenRecorder(model, step_module=model)
+        recorder = SeqLenRecorder(model, model=model)
         enter = time.perf_counter_ns()
         with recorder:
             start = time.perf_counter_ns()

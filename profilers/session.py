@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 
-from workloads.base import Built
+from workloads.base import Built, check_device
 from profilers import environment
 from profilers.memory import model_metrics, step_memory
 from profilers.parts import untimed_part
 from profilers.nvml import NvmlSampler
 from profilers.seqlen import SeqLenRecorder
-from profilers.timing import is_cuda, make_clock, time_repeats, warm_up
+from profilers.timing import make_clock, time_repeats, warm_up
 from profilers.scopes import attention_scopes
 from profilers.trace import record_trace
 
@@ -54,8 +54,7 @@ class ProfileConfig:
                 raise ValueError(f"ProfileConfig.{name} must be an integer >= {least}, got {value!r}")
         if not self.nvml_interval_s > 0:
             raise ValueError(f"ProfileConfig.nvml_interval_s must be > 0 seconds, got {self.nvml_interval_s!r}")
-        if not (self.device == "cpu" or is_cuda(self.device)):
-            raise ValueError(f"ProfileConfig.device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        object.__setattr__(self, "device", check_device(self.device))  # the one rule for --device (workloads/base.py)
 
 
 @dataclass
@@ -74,8 +73,6 @@ class ProfileResult:
 def _check(built: Built, config: ProfileConfig) -> None:
     if not callable(built.iteration):
         raise TypeError(f"built.iteration must be callable, got {type(built.iteration).__name__}")
-    if is_cuda(config.device) and not torch.cuda.is_available():
-        raise ValueError(f"ProfileConfig.device is {config.device!r} but torch.cuda.is_available() is False")
 
 
 def profile(built: Built, config: ProfileConfig) -> ProfileResult:

@@ -120,6 +120,8 @@ class Narrow:
     is_attention_scope: list[np.ndarray] = field(default_factory=list)
     thread: list[np.ndarray] = field(default_factory=list)
     threads: dict[str, int] = field(default_factory=dict)
+    part_code: list[np.ndarray] = field(default_factory=list)  # index in `parts` of a part's own range, else -1
+    parts: tuple[str, ...] = ()  # a profiled run's part names (profilers/parts.py): their ranges label the events inside
 
     def add(self, batch: pa.RecordBatch, local: dict[str, pa.Array]) -> None:
         def numpy(array: pa.Array, fill) -> np.ndarray:
@@ -140,6 +142,8 @@ class Narrow:
         self.is_projection.append(numpy(pc.is_in(name, pa.array(PROJECTION_OPS)), False))
         scope = pc.and_(pc.and_(complete, pc.equal(cat, "user_annotation")), pc.starts_with(name, ATTENTION_SCOPE_PREFIX))
         self.is_attention_scope.append(numpy(scope, False))
+        is_part = pc.and_(pc.and_(complete, pc.equal(cat, "user_annotation")), pc.is_in(name, pa.array(self.parts, pa.string())))
+        self.part_code.append(np.where(numpy(is_part, False), numpy(pc.index_in(name, pa.array(self.parts, pa.string())), -1), -1))
         thread = pc.binary_join_element_wise(pc.fill_null(batch.column("pid"), ""), pc.fill_null(batch.column("tid"), ""), "/")
         self.thread.append(self._thread_codes(thread))
 
@@ -238,6 +242,25 @@ def inside_scopes(thread: np.ndarray, ts: np.ndarray, is_scope: np.ndarray, dur:
     return inside
 
 
+def part_of(ts: np.ndarray, dur: np.ndarray, on_device: np.ndarray, part_code: np.ndarray) -> np.ndarray:
+    """The part (code in Narrow.parts) whose range holds each host event's start; -1 outside every part.
+
+    Parts run one after another within an iteration, so a range holds the events of every thread
+    that start inside it (backward's autograd threads too); device events take their launch's part.
+    """
+    ranges = np.flatnonzero((part_code >= 0) & ~np.isnan(ts) & ~np.isnan(dur))
+    codes = np.full(len(ts), -1, dtype=np.int64)
+    if len(ranges) == 0:
+        return codes
+    order = ranges[np.argsort(ts[ranges])]
+    starts, ends = ts[order], ts[order] + dur[order]
+    slot = np.searchsorted(starts, ts, side="right") - 1
+    inside = (slot >= 0) & ~on_device & ~np.isnan(ts)
+    inside[inside] &= ts[inside] < ends[slot[inside]]
+    codes[inside] = part_code[order][slot[inside]]
+    return codes
+
+
 def global_columns(narrow: Narrow) -> dict[str, np.ndarray]:
     ts, dur, on_device = narrow.concat("ts"), narrow.concat("dur"), narrow.concat("on_device").astype(bool)
     steps = host_steps(ts, on_device, narrow.concat("is_step").astype(bool), narrow.concat("step_number").astype(np.int64), dur)
@@ -245,4 +268,7 @@ def global_columns(narrow: Narrow) -> dict[str, np.ndarray]:
     thread, is_cpu_op = narrow.concat("thread"), narrow.concat("is_cpu_op").astype(bool)
     depth, self_us, in_projection = cpu_op_nesting(thread, ts, dur, is_cpu_op, narrow.concat("is_projection").astype(bool))
     attention = inside_scopes(thread, ts, narrow.concat("is_attention_scope").astype(bool), dur, is_cpu_op & ~in_projection)
-    return {"profiler_step": steps, "depth": depth, "self_us": self_us, "attention_scope": attention}
+    launch = narrow.concat("is_launch").astype(bool), narrow.concat("correlation").astype(np.int64)
+    parts = part_of(ts, dur, on_device, narrow.concat("part_code").astype(np.int64))
+    parts = device_steps(parts, on_device, *launch)  # device events: the part of the call that launched them
+    return {"profiler_step": steps, "depth": depth, "self_us": self_us, "attention_scope": attention, "part": parts}

@@ -46,6 +46,7 @@ class RunInfo:
     fields: dict = field(default_factory=dict)
     extra_tables: dict[str, pa.Table] = field(default_factory=dict)
     owns_trace: bool = False  # the trace was made for this run: it moves into the run's folder
+    parts: tuple[str, ...] = ()  # the run's part names: the events inside each part's range are labelled with it
 
 
 def file_sha256(path: Path) -> str:
@@ -125,7 +126,7 @@ def _bytes_read(path: Path, progress: Callable[[str, int, int], None] | None) ->
 
 
 def _write_events(staged: StagedRun, run_id: str, rank, batches: Iterable[pa.RecordBatch], extra: dict[str, np.ndarray],
-                  progress: Callable[[str, int, int], None] | None = None) -> None:
+                  parts: tuple[str, ...] = (), progress: Callable[[str, int, int], None] | None = None) -> None:
     schema = TABLES["events"]
     offset, total = 0, len(extra["profiler_step"])
     with pq.ParquetWriter(staged.path_for("events"), schema, compression="lz4") as writer:
@@ -137,6 +138,8 @@ def _write_events(staged: StagedRun, run_id: str, rank, batches: Iterable[pa.Rec
             columns["profiler_step"] = pc.cast(_nullable(extra["profiler_step"][offset : offset + n], -1), pa.int32())
             columns["depth"] = pc.cast(_nullable(extra["depth"][offset : offset + n], -1), pa.int32())
             columns["self_us"] = pa.array(extra["self_us"][offset : offset + n], pa.float64(), from_pandas=True)
+            codes = extra["part"][offset : offset + n]
+            columns["part"] = pa.array(np.array(parts + ("",), dtype=object)[codes], pa.string(), mask=codes < 0)
             in_attention = pa.array(extra["attention_scope"][offset : offset + n])
             columns["category"] = pc.if_else(in_attention, pa.scalar("attention"), columns["category"])
             offset += n
@@ -199,7 +202,7 @@ def ingest_file(
 
     with store.stage() as staged:
         held = _BatchStore(staged.scratch / "events.parquet" if header.streamed else None)
-        narrow, cats, hip, device_events, count, first_ts = Narrow(), set(), False, 0, 0, None
+        narrow, cats, hip, device_events, count, first_ts = Narrow(parts=tuple(run.parts)), set(), False, 0, 0, None
         for batch in batches:  # pass 1: per-batch columns, and the narrow columns pass 2 needs
             local = local_columns(batch, rules)
             narrow.add(batch, local)
@@ -216,7 +219,7 @@ def ingest_file(
         del narrow
         fields = _device_summary(header, cats, hip, device_events)
         rank = run.fields.get("rank", fields["rank"])
-        _write_events(staged, run_id, rank, held, extra, progress)
+        _write_events(staged, run_id, rank, held, extra, tuple(run.parts), progress)
         started = run.fields.get("started_at") or _wall_clock(first_ts)
         warnings = [w for w in (header.repair.warning(),) if w]
         row = run_row(

@@ -41,7 +41,7 @@ TABLES: dict[str, pa.Schema] = {
             ("trace_path", pa.string()),
             ("event_count", pa.int64()),
             ("schema_version", pa.int32()),
-            ("kind", pa.string()),  # inference | training | numerics (profiled runs)
+            ("workload_kind", pa.string()),  # inference | training | numerics (profiled runs)
             ("params", pa.string()),  # JSON: the workload's parameters, every one (defaults included)
             ("settings_key", pa.string()),  # JSON: what makes two runs' work equal but the variant
         ]
@@ -70,6 +70,7 @@ TABLES: dict[str, pa.Schema] = {
             ("self_us", pa.float64()),  # CPU operators: duration minus child operators
             ("category", pa.string()),  # operator category (store/category_rules.csv)
             ("args", pa.string()),  # JSON
+            ("part", pa.string()),  # profiled runs: the part of the iteration the event lies in (forward, unet, decode, ...)
         ]
     ),
     # Tables below are filled by runs profiled here (issue 3); imports leave them empty.

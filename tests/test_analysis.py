@@ -327,10 +327,14 @@ def test_pair_latest_takes_the_newest_baseline_and_variants_at_its_settings():
             ("sdpa-batch4", "llm", "sdpa", "ok", 7, "tiny", 4, "float32", "cpu"),
             ("int8-failed", "llm", "int8", "failed", 7, "tiny", 1, "float32", "cpu"),
             ("other-workload", "t2i", "sdpa", "ok", 8, "tiny", 1, "float32", "cpu"),
+            ("sdpa-more-tokens", "llm", "sdpa", "ok", 9, "tiny", 1, "float32", "cpu"),  # newest, but other parameters
         ],
         columns=["run_id", "workload", "variant", "status", "minutes", "preset", "batch", "dtype", "device"],
     )
     runs["stored_at"] = at + pd.to_timedelta(runs.pop("minutes"), unit="min")
+    tokens = runs["run_id"].map(lambda r: 64 if r == "sdpa-more-tokens" else 16)
+    runs["settings_key"] = [f"{p}|{b}|{d}|{dev}|new_tokens={t}" for p, b, d, dev, t in
+                            zip(runs.preset, runs.batch, runs.dtype, runs.device, tokens)]
     assert pair_latest(runs, "llm", "eager") == ("base-new", {"sdpa": "sdpa-new"})
     assert pair_latest(runs[runs["run_id"] != "base-new"], "llm", "eager") == ("base-old", {"sdpa": "sdpa-new"})
     with pytest.raises(ValueError, match="--workload llm: no successful 'int8'"):

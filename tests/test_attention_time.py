@@ -1,35 +1,32 @@
-"""attention_time and op_time_by_part on a small hand-made trace whose figures are known:
-nested attention ranges counted once, operators given to the innermost range and to their part,
-device kernels placed by the runtime call that launched them."""
+"""attention_time on a small hand-made trace whose figures are known: nested attention ranges
+counted once, attention operators given to the innermost range holding them, the axis and kind
+from the module's recorded calls."""
 from __future__ import annotations
 
 import duckdb
 import pandas as pd
 import pytest
 
-from store.analysis import attention, parts
+from store.analysis import attention
 
 R = "r-test"
-EVENT_COLUMNS = ("ph", "cat", "name", "pid", "tid", "ts_us", "dur_us", "self_us", "category", "correlation")
+EVENT_COLUMNS = ("ph", "cat", "name", "pid", "tid", "ts_us", "dur_us", "self_us", "category")
 EVENTS = [
     # the text encoder part: an outer attention range around an inner one (transformers' T5 layer)
-    ("X", "user_annotation", "text_encoder", "1", "1", 0, 150, None, None, None),
-    ("X", "user_annotation", "attention::enc.layer", "1", "1", 0, 100, None, None, None),
-    ("X", "user_annotation", "attention::enc.layer.SelfAttention", "1", "1", 10, 50, None, None, None),
-    ("X", "cpu_op", "aten::bmm", "1", "1", 20, 10, 10, "attention", None),
-    ("X", "cpu_op", "aten::_softmax", "1", "1", 30, 5, 5, "attention", None),
-    ("X", "cpu_op", "aten::linear", "1", "1", 40, 6, 6, "gemm", None),  # a projection: not attention
-    ("X", "cpu_op", "aten::add", "1", "1", 70, 4, 4, "attention", None),  # in the outer range only
-    # the unet part: a temporal and a spatial module, a convolution, a kernel launched from it
-    ("X", "user_annotation", "unet", "1", "1", 190, 210, None, None, None),
-    ("X", "user_annotation", "attention::unet.temp", "1", "1", 200, 50, None, None, None),
-    ("X", "cpu_op", "aten::scaled_dot_product_attention", "1", "1", 210, 20, 20, "attention", None),
-    ("X", "user_annotation", "attention::unet.attn", "1", "1", 300, 20, None, None, None),
-    ("X", "cpu_op", "aten::scaled_dot_product_attention", "1", "1", 305, 8, 8, "attention", None),
-    ("X", "cpu_op", "aten::convolution", "1", "1", 350, 30, 30, "convolution", None),
-    ("X", "cuda_runtime", "cudaLaunchKernel", "1", "1", 355, 2, None, None, 7),
-    ("X", "kernel", "sgemm", "0", "7", 360, 12, None, "gemm", 7),
-    ("X", "cpu_op", "aten::mul", "1", "1", 450, 3, 3, "elementwise", None),  # after every part
+    ("X", "user_annotation", "text_encoder", "1", "1", 0, 150, None, None),
+    ("X", "user_annotation", "attention::enc.layer", "1", "1", 0, 100, None, None),
+    ("X", "user_annotation", "attention::enc.layer.SelfAttention", "1", "1", 10, 50, None, None),
+    ("X", "cpu_op", "aten::bmm", "1", "1", 20, 10, 10, "attention"),
+    ("X", "cpu_op", "aten::_softmax", "1", "1", 30, 5, 5, "attention"),
+    ("X", "cpu_op", "aten::linear", "1", "1", 40, 6, 6, "gemm"),  # a projection: not attention
+    ("X", "cpu_op", "aten::add", "1", "1", 70, 4, 4, "attention"),  # in the outer range only
+    # the unet part: a temporal and a spatial module, and operators outside attention modules
+    ("X", "user_annotation", "unet", "1", "1", 190, 210, None, None),
+    ("X", "user_annotation", "attention::unet.temp", "1", "1", 200, 50, None, None),
+    ("X", "cpu_op", "aten::scaled_dot_product_attention", "1", "1", 210, 20, 20, "attention"),
+    ("X", "user_annotation", "attention::unet.attn", "1", "1", 300, 20, None, None),
+    ("X", "cpu_op", "aten::scaled_dot_product_attention", "1", "1", 305, 8, 8, "attention"),
+    ("X", "cpu_op", "aten::convolution", "1", "1", 350, 30, 30, "convolution"),
 ]
 
 
@@ -46,10 +43,7 @@ def con():
     con.execute("""CREATE TABLE attention_calls AS SELECT * FROM (VALUES
         ('r-test', 'enc.layer.SelfAttention', 'self', NULL), ('r-test', 'unet.temp', 'self', 'temporal'),
         ('r-test', 'unet.attn', 'cross', 'spatial')) AS t(run_id, module_path, kind, axis)""")
-    con.execute("""CREATE TABLE latency AS SELECT * FROM (VALUES
-        ('r-test', 'iteration', 'iteration'), ('r-test', 'text_encoder', 'part'), ('r-test', 'unet', 'part'),
-        ('r-test', 'unmarked', 'unmarked')) AS t(run_id, phase, role)""")
-    for sql in attention.VIEWS + parts.VIEWS:
+    for sql in attention.VIEWS:
         con.execute(sql)
     yield con
     con.close()
@@ -70,13 +64,3 @@ def test_attention_time_counts_nested_ranges_once(con):
     with pytest.raises(ValueError, match="side='gpu'"):
         attention.attention_time(con, R, side="gpu")
 
-
-def test_op_time_by_part_places_operators_and_launched_kernels(con):
-    rows = parts.op_time_by_part(con, R)
-    got = {(r.part, r.side, r.category): r.time_us for r in rows.itertuples()}
-    assert got == {
-        ("text_encoder", "cpu", "attention"): 19, ("text_encoder", "cpu", "gemm"): 6,
-        ("unet", "cpu", "attention"): 28, ("unet", "cpu", "convolution"): 30, ("unet", "device", "gemm"): 12,
-    }
-    unet_cpu = rows[(rows["part"] == "unet") & (rows["side"] == "cpu")].set_index("category")
-    assert unet_cpu.loc["convolution", "share_pct"] == pytest.approx(100 * 30 / 58)

@@ -165,7 +165,7 @@ def test_baseline_run_is_stored_and_every_reader_reads_it(workload, tmp_path):
     run_id = execute(store, RunRequest(workload.name, RunOptions(), repeats=1, warmup=0, active_iterations=1))
     check_run_readers(store, run_id)
     with store.connect_runs([run_id]) as con:
-        kind, params, key = con.execute("SELECT kind, params, settings_key FROM runs").fetchone()
+        kind, params, key = con.execute("SELECT workload_kind, params, settings_key FROM runs").fetchone()
         stored = dict(con.execute("SELECT name, value FROM params").fetchall())
         phases = {r[0] for r in con.execute("SELECT DISTINCT phase FROM latency").fetchall()}
         numerics = con.execute("SELECT count(*) FROM numerics").fetchone()[0]

@@ -373,10 +373,11 @@ def test_a_store_error_is_a_message_not_a_traceback(dash, monkeypatch):
 def test_command_line(tmp_path):
     import argparse
 
-    from app.dashboard.command import add_parser, cmd_dashboard, streamlit_argv
+    from app.dashboard.command import cmd_dashboard, streamlit_argv
+    from app.parsers import add_dashboard
 
     parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"), lambda p: p.add_argument("--db"))
+    add_dashboard(parser.add_subparsers(dest="command"), lambda p: p.add_argument("--db"))
     args = parser.parse_args(["dashboard", "--db", str(tmp_path)])
     assert (args.host, args.port) == ("127.0.0.1", 8501)
     with pytest.raises(StoreError, match="is a folder"):

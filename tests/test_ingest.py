@@ -354,3 +354,32 @@ def test_progress_follows_reading_then_writing(store, monkeypatch):
     assert seen[-1] == ("writing", result.event_count, result.event_count), "the bar ends when the last part is written"
     reading = [s for s in seen if s[0] == "reading"]
     assert reading[-1][1:] == (SMALL.stat().st_size, SMALL.stat().st_size) and len(reading) > 1
+
+
+def test_a_schema_1_store_reads_under_schema_2_names(store):
+    """Parts an older version wrote: events.step, attention_calls.step, latency phase 'step', no settings_key."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run_id = ingest_file(store, SMALL).run_id
+    old = store.runs_dir / "r-schema-1"
+    old.mkdir()
+    config = '{"workload": "llm-decode", "steps": 6}'
+    pq.write_table(pa.Table.from_pylist([{"run_id": "r-schema-1", "source": "profile", "status": "ok", "workload": "llm-decode",
+                                          "variant": "eager", "preset": "tiny", "batch": 1, "dtype": "float32", "device": "cpu",
+                                          "config": config}]), old / "runs.parquet")
+    events = pq.read_table(store.runs_dir / run_id / "events.parquet").drop_columns(["part"]).rename_columns(
+        ["step" if c == "profiler_step" else c for c in pq.read_schema(store.runs_dir / run_id / "events.parquet").names if c != "part"])
+    pq.write_table(events.set_column(0, "run_id", pa.array(["r-schema-1"] * events.num_rows)), old / "events.parquet")
+    pq.write_table(pa.table({"run_id": ["r-schema-1"] * 2, "phase": ["step", "prefill"], "repeat": [0, 0], "latency_us": [10.0, 4.0]}),
+                   old / "latency.parquet")
+    pq.write_table(pa.table({"run_id": ["r-schema-1"], "step": pa.array([3], pa.int32()), "q_len": [1], "kv_len": [7]}),
+                   old / "attention_calls.parquet")
+    with store.connect() as con:
+        steps = con.execute("SELECT count(profiler_step) FROM events WHERE run_id = 'r-schema-1'").fetchone()[0]
+        assert steps == con.execute(f"SELECT count(profiler_step) FROM events WHERE run_id = '{run_id}'").fetchone()[0] > 0
+        assert con.execute("SELECT phase, role FROM latency ORDER BY latency_us DESC").fetchall() == [("iteration", "iteration"), ("prefill", "part")]
+        assert con.execute("SELECT model_call FROM attention_calls").fetchall() == [(3,)]
+        key = con.execute("SELECT settings_key FROM runs WHERE run_id = 'r-schema-1'").fetchone()[0]
+        assert json.loads(key) == {"preset": "tiny", "batch": 1, "dtype": "float32", "device": "cpu", "legacy_steps": 6}
+        assert "step" not in [c[0] for c in con.execute("DESCRIBE events").fetchall()]

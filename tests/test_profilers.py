@@ -160,7 +160,9 @@ def test_session_on_cuda(tmp_path):
     ("timed_repeats", 0, "timed_repeats"),
     ("warmup_iterations", -1, "warmup_iterations"),
     ("nvml_interval_s", 0, "nvml_interval_s"),
-    ("device", "tpu", "device"),
+    ("device", "tpu", "--device: unknown device .tpu."),
+    ("device", "xla", "--device: unsupported device .xla."),
+    ("device", "cpu:3", "--device cpu:3: expected cpu, without an index"),
     ("worker_name", "a/b", "worker_name"),
 ])
 def test_config_errors_name_the_argument(tmp_path, field, value, message):

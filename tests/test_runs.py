@@ -56,8 +56,8 @@ def test_sweep_stores_every_run_through_the_import_path(swept):
     assert cpu_ops > 100
 
 
-def test_attention_calls_are_recorded_per_step(swept):
-    rows = query(swept, """SELECT kind, min(q_len), max(q_len), min(kv_len), max(kv_len), count(DISTINCT step)
+def test_attention_calls_are_recorded_per_model_call(swept):
+    rows = query(swept, """SELECT kind, min(q_len), max(q_len), min(kv_len), max(kv_len), count(DISTINCT model_call)
                           FROM attention_calls JOIN runs USING (run_id) WHERE variant = 'eager' GROUP BY kind ORDER BY kind""")
     (decode, prefill) = rows
     assert decode[0] == "decode" and decode[1] == decode[2] == 1 and decode[5] == 5, "5 decode steps of q_len 1 after prefill"

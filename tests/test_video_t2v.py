@@ -87,7 +87,8 @@ def test_attention_time_per_axis_from_a_profiled_run(tmp_path):
     """The profiled run's attention:: ranges give each module's time; its attention operators add
     up to op_time_by_category's attention time; the parts' operators to the parts' names."""
     from app.runner import RunRequest, execute
-    from store.analysis import attention_time, op_time_by_category, op_time_by_part
+    from store.analysis import attention_time, op_time_by_category
+    from store.analysis.categories import op_time_by_part
     from store.analysis.studies import add_study_views, get_study, judge
     from store.db import Store
 

@@ -6,7 +6,15 @@ list of importable module names: still an explicit list, never discovery.
 import os
 from importlib import import_module
 
-ADAPTERS = ("workloads.diffusion_t2i", "workloads.dit_t2i", "workloads.llm_decode", "workloads.video_t2v")
+ADAPTERS = (  # one per line, sorted
+    "workloads.chai",
+    "workloads.diffusion_t2i",
+    "workloads.dit_t2i",
+    "workloads.fewshot",
+    "workloads.fim",
+    "workloads.llm_decode",
+    "workloads.video_t2v",
+)
 EXTRA_ADAPTERS = tuple(m.strip() for m in os.environ.get("OBSERVATORY_ADAPTERS", "").split(",") if m.strip())
 
 for _module in ADAPTERS + EXTRA_ADAPTERS:

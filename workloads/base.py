@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import hashlib
 import json
+import sys
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
@@ -29,8 +33,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def unknown_name(what: str, name: str, known) -> str:
-    """The one wording for an unknown name: the close matches, then everything known."""
-    known = sorted(known)
+    """The one wording for an unknown name: the close matches, then everything known (in the order given)."""
+    known = list(known)
     close = difflib.get_close_matches(name, known, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return f"unknown {what} {name!r}{hint} (known: {', '.join(known) or 'none'})"
@@ -44,6 +48,8 @@ def check_device(name: str) -> str:
         raise ValueError(f"--device: unknown device {name!r}; expected cpu or cuda[:index]") from None
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device: unsupported device {name!r}; expected cpu or cuda[:index]")
+    if device.type == "cpu" and device.index is not None:
+        raise ValueError(f"--device {name}: expected cpu, without an index")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device on this machine")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
@@ -165,6 +171,7 @@ class RunSpec:
     dtype: str
     seed: int
     params: Params
+    code: str = ""  # Workload.code_version: runs of different adapter code do different work
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -177,7 +184,7 @@ class RunSpec:
     def settings(self) -> dict[str, Any]:
         """Everything that decides the work but the variant."""
         return {"preset": self.preset, "batch": self.batch, "dtype": self.dtype, "device": self.device.split(":")[0],
-                "seed": self.seed, "params": self.params.as_dict()}
+                "seed": self.seed, "params": self.params.as_dict(), "code": self.code}
 
     def settings_key(self) -> str:
         """Canonical text of `settings()`: runs with equal keys did the same work (variants aside)."""
@@ -274,7 +281,29 @@ class Workload:
         if variant in self.gpu_variants and not device.startswith("cuda"):
             raise ValueError(f"workload {self.name!r}: variant {variant!r} needs a CUDA device (--device cuda)")
         params = self.params(options.preset, options.params)
-        return RunSpec(self.name, variant, options.preset, options.batch, device, options.dtype, options.seed, params)
+        return RunSpec(self.name, variant, options.preset, options.batch, device, options.dtype, options.seed, params, self.code_version)
+
+    @property
+    def code_version(self) -> str:
+        """A hash of the adapter's source and the workloads modules it imports: a preset's model
+        dimensions or a variant's code may change between versions, and runs of other code are not
+        reused by `reproduce` nor paired by `compare`."""
+        return _code_version(self.build.__module__)
+
+
+@functools.lru_cache(maxsize=None)
+def _code_version(module_name: str) -> str:
+    module = sys.modules[module_name]
+    used = {module_name} | {
+        getattr(value, "__module__", None) or getattr(value, "__name__", "")
+        for value in vars(module).values()
+    }
+    files = sorted({sys.modules[name].__file__ for name in used
+                    if name and name.startswith("workloads.") and getattr(sys.modules.get(name), "__file__", None)})
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(Path(file).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 class UnknownWorkload(KeyError):

@@ -149,3 +149,21 @@ def telemetry_lines(samples: pd.DataFrame) -> go.Figure:
     fig = px.line(samples, x="time_s", y="value", color="gpu", facet_row="quantity", labels={"time_s": "time (s)", "value": ""})
     fig.update_yaxes(matches=None, showticklabels=True)
     return _tidy(fig, height=160 * samples["quantity"].nunique() + 80)
+
+
+def finding_chart(frame: pd.DataFrame, figure) -> go.Figure:
+    """A study finding's trend in the paper's kind of chart (store.analysis.studies.Figure says which)."""
+    draw = {"line": px.line, "bar": px.bar, "scatter": px.scatter}[figure.kind]
+    options = {"x": figure.x, "y": figure.y, "log_x": figure.log_x, "log_y": figure.log_y}
+    options.update({key: value for key, value in (("color", figure.color), ("facet_col", figure.facet), ("title", figure.title)) if value})
+    options.update({"line": {"markers": True}, "bar": {"barmode": "group"}}.get(figure.kind, {}))
+    fig = draw(frame, **options)
+    return _tidy(fig, height=360)
+
+
+def part_bars(frame: pd.DataFrame) -> go.Figure:
+    """Operator time per part of the iteration, categories stacked: where each part's time goes."""
+    fig = px.bar(frame, x="part", y="time_ms", color="category", category_orders={"category": list(CATEGORIES)},
+                 color_discrete_map=CATEGORY_COLORS, labels={"time_ms": "operator time (ms)", "part": ""},
+                 hover_data={"share_pct": ":.1f", "count": True})
+    return _tidy(fig, height=340)

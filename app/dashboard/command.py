@@ -12,29 +12,10 @@ import os
 import sys
 from pathlib import Path
 
+from app.parsers import DEFAULT_PORT, LOOPBACK, add_dashboard
 from store.db import Store, StoreError
 
 MAIN = Path(__file__).resolve().parent / "main.py"
-DEFAULT_PORT = 8501
-LOOPBACK = "127.0.0.1"
-
-
-def add_parser(sub, add_db) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "dashboard",
-        help="browse the store in a web dashboard",
-        description="Start the Observatory dashboard (Streamlit) over the store: runs, breakdowns, comparisons, sequence "
-        "lengths, device time, SQL and traces. It reads the store read-only, so sweeps and imports can write meanwhile "
-        "(Refresh shows their runs).",
-    )
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
-    p.add_argument(
-        "--host", default=LOOPBACK, metavar="ADDRESS",
-        help=f"address to bind (default {LOOPBACK}: this machine only). Another address, e.g. 0.0.0.0, lets anyone who can "
-        "reach it read the whole store, SQL box included.",
-    )
-    add_db(p)
-    return p
 
 
 def streamlit_argv(host: str, port: int) -> list[str]:
@@ -73,7 +54,7 @@ def serve(store: Store, host: str = LOOPBACK, port: int = DEFAULT_PORT) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="observatory")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub, lambda p: p.add_argument("--db", metavar="PATH", help="the store (default: $OBSERVATORY_DB or ./observatory.duckdb)"))
+    add_dashboard(sub, lambda p: p.add_argument("--db", metavar="PATH", help="the store (default: $OBSERVATORY_DB or ./observatory.duckdb)"))
     args = parser.parse_args(["dashboard", *(sys.argv[1:] if argv is None else argv)])
     try:
         return cmd_dashboard(args)

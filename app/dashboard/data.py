@@ -30,7 +30,7 @@ from store.db import Store, default_path
 RUN_COLUMNS = [
     "run_id", "source", "workload", "variant", "label", "preset", "batch", "dtype", "device", "device_name",
     "host", "rank", "world_size", "started_at", "stored_at", "status", "error", "event_count", "trace_path", "source_path",
-    "kind", "params", "settings_key",
+    "workload_kind", "params", "settings_key",
 ]
 TRACE_SUFFIXES = (".pt.trace.json.gz", ".pt.trace.json", ".json.gz", ".json")
 
@@ -123,6 +123,12 @@ def _within(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["run_id"].isin(runs["run_id"])].reset_index(drop=True)
 
 
+def json_object(text) -> dict:
+    """A JSON object column's value as a dict ({} for NULL, text that is not an object, or not JSON)."""
+    value = _json(text if isinstance(text, str) else None)
+    return {} if "unparsed" in value and len(value) == 1 else value
+
+
 def _json(text: str | None) -> dict:
     try:
         value = json.loads(text) if text else {}
@@ -141,6 +147,13 @@ def category_times(path: str, runs: pd.DataFrame) -> pd.DataFrame:
 def _category_times(path: str) -> pd.DataFrame:
     frame = summaries.category_times(Store(path)).to_pandas()
     return frame.sort_values(["run_id", "side", "time_us"], ascending=[True, True, False], ignore_index=True)
+
+
+@st.cache_data(show_spinner="Reading the run's parts ...")
+def part_times(path: str, run_id: str) -> pd.DataFrame:
+    """The op_time_by_part view for one run, both sides (no rows for imported traces)."""
+    with _cursor(path, (run_id,)) as con:
+        return con.execute("SELECT * FROM op_time_by_part WHERE run_id = ? ORDER BY side, part, time_us DESC", [run_id]).df()
 
 
 @st.cache_data(show_spinner="Reading the run's kernels ...")
@@ -241,3 +254,30 @@ def schema(path: str) -> pd.DataFrame:
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
             "WHERE table_catalog = current_database() AND table_name <> 'observatory_meta' ORDER BY table_name, ordinal_position"
         ).df()
+
+
+# -- studies ------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False)
+def studies() -> list:
+    """Every study file (studies/*.toml), by number."""
+    from store.analysis.studies import all_studies
+
+    return all_studies()
+
+
+@st.cache_data(show_spinner="Judging the study's findings ...")
+def study_results(path: str, runs: pd.DataFrame, study_name: str, preset: str, device: str) -> tuple[list[dict], dict[str, pd.DataFrame], int, int]:
+    """(findings with verdicts, each finding's figure frame, points with a run, points in all) for the study's
+    runs among `runs` (the page's one runs list) at this preset and device."""
+    from app.reproduce import match_runs, study_points
+    from store.analysis.studies import add_study_views, figure_frame, get_study, judge
+
+    study = get_study(study_name)
+    points = study_points(study, preset, device)
+    matched = match_runs(runs, points)
+    run_ids = tuple(sorted(set(matched.values())))
+    with Store(path).connect_runs(run_ids) as con:
+        add_study_views(con)
+        findings = [judge(con, finding, on_gpu=device.startswith("cuda")) for finding in study.findings]
+        figures = {f.id: figure_frame(con, f.figure) for f in study.findings if f.figure is not None}
+    return findings, figures, len(matched), len(points)

@@ -22,6 +22,7 @@ navigation = st.navigation([
     # The Runs page is the root URL's, and answers at its own name too (/runs): a default page is served only at /.
     st.Page(PAGES / "runs.py", title="Runs", icon=":material/list:", default=True, url_path=""),
     st.Page(PAGES / "runs.py", title="Runs", icon=":material/list:", url_path="runs", visibility="hidden"),
+    st.Page(PAGES / "studies.py", title="Studies", icon=":material/science:"),
     st.Page(PAGES / "breakdown.py", title="Breakdown", icon=":material/stacked_bar_chart:"),
     st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page(PAGES / "seqlen.py", title="Sequence lengths", icon=":material/straighten:"),

@@ -10,12 +10,10 @@ from store.analysis.gpu_time import gpu_kernel_set, gpu_time_breakdown
 from store.analysis.host import host_overhead
 from store.analysis.idle import gpu_idle_breakdown
 from store.analysis.kernels import kernel_launches, kernel_stats
-from store.analysis.parts import op_time_by_part
 
 __all__ = [
     "attention_time",
     "op_time_by_category",
-    "op_time_by_part",
     "gpu_kernel_set",
     "gpu_time_breakdown",
     "gpu_idle_breakdown",

@@ -49,17 +49,6 @@ def run_frame(con: duckdb.DuckDBPyConnection, view: str, run_id: str, where: str
     return con.execute(sql, [run_id, *(params or [])]).df()
 
 
-SIDES = ("cpu", "device")
-
-
-def side_frame(con: duckdb.DuckDBPyConnection, view: str, run_id: str, side: str | None, order_by: str) -> pd.DataFrame:
-    """One run's rows of a view with a `side` column: every side (ordered by side first), or the one asked for."""
-    if side is None:
-        return run_frame(con, view, run_id, order_by=f"side, {order_by}")
-    check_choice("side", side, SIDES)
-    return run_frame(con, view, run_id, "side = ?", [side], order_by=order_by)
-
-
 def check_choice(argument: str, value: str, choices) -> None:
     if value not in choices:
         raise ValueError(f"{argument}={value!r}: expected one of {', '.join(map(repr, choices))}")

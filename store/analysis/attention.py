@@ -26,7 +26,8 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from store.analysis._sql import side_frame
+from store.analysis._sql import check_choice, run_frame
+from store.analysis.categories import SIDES
 from store.enrich import ATTENTION_SCOPE_PREFIX
 
 
@@ -86,4 +87,7 @@ FROM per_module m LEFT JOIN calls c ON c.run_id = m.run_id AND c.module_path = m
 
 def attention_time(con: duckdb.DuckDBPyConnection, run_id: str, side: str | None = None) -> pd.DataFrame:
     """(run_id, rank, side, module_path, axis, kind, calls, time_us, self_us, attention_us), largest first."""
-    return side_frame(con, "attention_time", run_id, side, "self_us DESC")
+    if side is None:
+        return run_frame(con, "attention_time", run_id, order_by="side, self_us DESC")
+    check_choice("side", side, SIDES)
+    return run_frame(con, "attention_time", run_id, "side = ?", [side], order_by="self_us DESC")

@@ -40,7 +40,7 @@ CHART_KINDS = ("line", "bar", "scatter")
 STUDY_VIEWS = [
     # successful profiled runs, with their parameters as JSON
     """CREATE OR REPLACE VIEW study_runs AS
-       SELECT run_id, workload, variant, preset, batch, dtype, device, kind, params, settings_key, stored_at
+       SELECT run_id, workload, variant, preset, batch, dtype, device, workload_kind, params, settings_key, stored_at
        FROM runs WHERE status = 'ok' AND source = 'profile'""",
     # median latency of each run's iteration, parts and background parts
     """CREATE OR REPLACE VIEW latency_median AS

@@ -70,6 +70,13 @@ for column, run_side in ((left, "device"), (right, "cpu")):
     else:
         column.dataframe(part, hide_index=True, width="stretch", column_config={"share_pct": st.column_config.ProgressColumn("share", format="%.1f%%", min_value=0, max_value=100)})
 
+by_part = data.part_times(path, run_id)
+if not by_part.empty:
+    st.markdown("**By part of the iteration** (forward, backward, optimizer; text encoder, UNet, VAE; prefill, decode; ...)")
+    part_side = "device" if (by_part["side"] == "device").any() else "cpu"
+    shown_parts = by_part[by_part["side"] == part_side].assign(time_ms=lambda f: f["time_us"] / 1e3)
+    st.plotly_chart(charts.part_bars(shown_parts), key="breakdown_parts")
+
 if not own[own["side"] == "device"].empty:
     kernels = data.top_kernels(path, run_id)
     shown = kernels.head(20).assign(total_ms=lambda f: f["total_us"] / 1e3)

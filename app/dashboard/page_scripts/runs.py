@@ -1,6 +1,7 @@
 """Runs: every profiled run and imported trace; filters; a failed run's error; one run's details."""
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from app.dashboard import data, layout
@@ -44,8 +45,8 @@ st.markdown(f"**{len(shown)}** of {len(runs)} runs" + (f", **{failed} failed** (
 st.dataframe(
     shown.assign(status=shown["status"].map({"ok": "✓ ok", "failed": "✗ failed"}).fillna(shown["status"])),
     hide_index=True,
-    column_order=["status", "name", *(["error"] if failed else []), "workload", "variant", "label", "device", "device_name", "rank",
-                  "date", "event_count", "run_id"],
+    column_order=["status", "name", *(["error"] if failed else []), "workload", "variant", "params", "label", "device", "device_name",
+                  "rank", "date", "event_count", "run_id"],
     column_config={
         "date": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
         "event_count": st.column_config.NumberColumn("events", format="localized"),
@@ -68,9 +69,12 @@ if run["status"] == "failed":
         with st.expander("The workload's traceback, as the run recorded it"):
             st.code(stored_traceback, language="text")
 
-fields = run[["source", "preset", "batch", "dtype", "host", "world_size", "event_count", "started_at", "stored_at", "source_path", "trace_path"]]
+fields = run[["source", "workload_kind", "preset", "batch", "dtype", "host", "world_size", "event_count", "started_at", "stored_at", "source_path", "trace_path"]]
 left, right = st.columns(2)
 left.dataframe(fields.dropna().astype(str).rename("value").to_frame(), width="stretch")
+params = data.json_object(run.get("params"))
+if params:
+    left.dataframe(pd.Series(params, name="value").astype(str).rename_axis("parameter").to_frame(), width="stretch")
 if not details["metrics"].empty:
     right.dataframe(details["metrics"], hide_index=True, width="stretch")
 with st.expander("Configuration"):
