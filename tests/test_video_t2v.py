@@ -89,7 +89,7 @@ def test_attention_time_per_axis_from_a_profiled_run(tmp_path):
     from app.runner import RunRequest, execute
     from store.analysis import attention_time, op_time_by_category
     from store.analysis.categories import op_time_by_part
-    from store.analysis.studies import add_study_views, get_study, judge
+    from store.analysis.studies import add_study_views, figure_frame, get_study, judge
     from store.db import Store
 
     store = Store(tmp_path / "o.duckdb")
@@ -100,7 +100,9 @@ def test_attention_time_per_axis_from_a_profiled_run(tmp_path):
         categories = op_time_by_category(con, run_id, side="cpu").set_index("category")
         parts = op_time_by_part(con, run_id, side="cpu")
         add_study_views(con)
-        verdicts = {f.id: judge(con, f, on_gpu=False)["verdict"] for f in get_study("genai-suite").findings}
+        study = get_study("genai-suite")
+        verdicts = {f.id: judge(con, f, on_gpu=False)["verdict"] for f in study.findings}
+        figures = [figure_frame(con, f.figure) for f in study.findings if f.figure is not None]
     unet = times[times["module_path"].str.startswith("unet.")]
     assert set(unet["axis"]) == {"spatial", "temporal"} and (unet["calls"] == 1).all()
     assert (unet.loc[unet["axis"] == "temporal", "module_path"].str.contains("temp_attentions|transformer_in")).all()
@@ -110,6 +112,7 @@ def test_attention_time_per_axis_from_a_profiled_run(tmp_path):
     assert parts["time_us"].sum() <= categories["time_us"].sum() + 1e-6
     # one run of the study: its findings all run, and those without their runs say so
     assert verdicts["temporal-share"] == "no data" and verdicts["fused-speedup"] == "no data"
+    assert len(figures) == 4 and {"frames", "temporal_pct"} <= set(figures[2].columns) and len(figures[2]) == 1
 
 
 def test_paper_preset_is_modelscope():
