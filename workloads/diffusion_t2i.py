@@ -101,6 +101,7 @@ PARAMS = {
 
 
 def unet_config(p: SDPreset, image_size: int) -> dict:
+    """UNet2DConditionModel's config; UNet3DConditionModel takes the same."""
     vae_scale = 2 ** (len(p.vae_channels) - 1)
     return dict(
         sample_size=image_size // vae_scale, in_channels=4, out_channels=4,
@@ -129,17 +130,27 @@ def scheduler_config() -> dict:
     )
 
 
-def build_pipeline(p: SDPreset, image_size: int, device: torch.device, dtype: torch.dtype):
-    """The baseline: random-init components, unfused attention everywhere."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def text_encoder_and_vae(p: SDPreset, image_size: int, device: torch.device, dtype: torch.dtype):
+    """The random-init CLIP text encoder (eager attention) and VAE (unfused attention) of the
+    Stable-Diffusion-style pipelines."""
+    from diffusers import AutoencoderKL
     from diffusers.models.attention_processor import AttnProcessor
     from transformers import CLIPTextModel
 
     text_encoder = place(CLIPTextModel(text_config(p)), device, dtype)
-    unet = place(UNet2DConditionModel(**unet_config(p, image_size)), device, dtype)
     vae = place(AutoencoderKL(**vae_config(p, image_size)), device, dtype)
-    unet.set_attn_processor(AttnProcessor())
     vae.set_attn_processor(AttnProcessor())  # diffusers' default here is already SDPA
+    return text_encoder, vae
+
+
+def build_pipeline(p: SDPreset, image_size: int, device: torch.device, dtype: torch.dtype):
+    """The baseline: random-init components, unfused attention everywhere."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnProcessor
+
+    text_encoder, vae = text_encoder_and_vae(p, image_size, device, dtype)
+    unet = place(UNet2DConditionModel(**unet_config(p, image_size)), device, dtype)
+    unet.set_attn_processor(AttnProcessor())
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=byte_level_clip_tokenizer(p.text_max_len),
         unet=unet, scheduler=DDIMScheduler(**scheduler_config()),
@@ -152,11 +163,13 @@ def build_pipeline(p: SDPreset, image_size: int, device: torch.device, dtype: to
 # --- variants: each applies one technique --------------------------------------------------
 
 def use_sdpa(pipe):
-    """Fused attention (torch's scaled_dot_product_attention) in UNet, VAE and text encoder."""
+    """Fused attention (torch's scaled_dot_product_attention) in the denoiser (a UNet, or a
+    pipeline's transformer), VAE and text encoder."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    pipe.unet.set_attn_processor(AttnProcessor2_0())
-    pipe.vae.set_attn_processor(AttnProcessor2_0())
+    for denoiser in (getattr(pipe, "unet", None), getattr(pipe, "transformer", None), pipe.vae):
+        if denoiser is not None:
+            denoiser.set_attn_processor(AttnProcessor2_0())
     pipe.text_encoder.set_attn_implementation("sdpa")
     return pipe
 
@@ -184,30 +197,46 @@ def plain_unet(pipe) -> UNetCall:
     return lambda latents, t, embeddings, index: pipe.unet(latents, t, encoder_hidden_states=embeddings, return_dict=False)[0]
 
 
+def encode_text(pipe, spec: RunSpec) -> torch.Tensor:
+    """Embeddings of the empty negative prompt and the prompt, concatenated in that order for
+    classifier-free guidance (a CLIP text encoder: StableDiffusion-style pipelines)."""
+    positive, negative = pipe.encode_prompt([PROMPT] * spec.batch, spec.torch_device, 1, True, [""] * spec.batch)
+    return torch.cat([negative, positive])
+
+
+def denoise(pipe, spec: RunSpec, part, shape: tuple[int, ...], embeddings: torch.Tensor, unet_call: UNetCall,
+            model_part: str = "unet") -> torch.Tensor:
+    """Latents of `shape` (image (B, C, h, w) or video (B, C, frames, h, w)) drawn from the run's
+    seed, then denoised: per step one model forward at batch 2B (part `model_part`: unconditional
+    and conditional halves for classifier-free guidance), then the guidance and the scheduler's
+    update (part "scheduler")."""
+    params = spec.params
+    generator = torch.Generator(spec.torch_device).manual_seed(spec.seed)  # the same latents every iteration
+    latents = torch.randn(shape, generator=generator, device=spec.torch_device, dtype=embeddings.dtype)
+    pipe.scheduler.set_timesteps(params.denoising_steps, device=spec.torch_device)
+    latents = latents * pipe.scheduler.init_noise_sigma
+    for index, t in enumerate(pipe.scheduler.timesteps):
+        with part(model_part):
+            both = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)
+            noise = unet_call(both, t, embeddings, index)
+        with part("scheduler"):
+            unconditional, conditional = noise.chunk(2)
+            noise = unconditional + params.guidance_scale * (conditional - unconditional)
+            latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
+    return latents
+
+
 def generate(pipe, spec: RunSpec, part, unet_call: UNetCall | None = None) -> torch.Tensor:
     """Images in [0, 1] for `spec.batch` prompts; `unet_call` replaces the plain UNet forward
     (ControlNet residuals, adapters applied mid-way)."""
-    params, unet_call = spec.params, unet_call or plain_unet(pipe)
-    generator = torch.Generator(spec.torch_device).manual_seed(spec.seed)  # the same latents every iteration
     with torch.inference_mode():
         # 1. text: prompt and empty negative prompt, concatenated for classifier-free guidance
         with part("text_encoder"):
-            positive, negative = pipe.encode_prompt([PROMPT] * spec.batch, spec.torch_device, 1, True, [""] * spec.batch)
-            embeddings = torch.cat([negative, positive])
+            embeddings = encode_text(pipe, spec)
         # 2. denoise
-        latent_size = params.image_size // pipe.vae_scale_factor
+        latent_size = spec.params.image_size // pipe.vae_scale_factor
         shape = (spec.batch, pipe.unet.config.in_channels, latent_size, latent_size)
-        latents = torch.randn(shape, generator=generator, device=spec.torch_device, dtype=embeddings.dtype)
-        pipe.scheduler.set_timesteps(params.denoising_steps, device=spec.torch_device)
-        latents = latents * pipe.scheduler.init_noise_sigma
-        for index, t in enumerate(pipe.scheduler.timesteps):
-            with part("unet"):
-                both = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)
-                noise = unet_call(both, t, embeddings, index)
-            with part("scheduler"):
-                unconditional, conditional = noise.chunk(2)
-                noise = unconditional + params.guidance_scale * (conditional - unconditional)
-                latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
+        latents = denoise(pipe, spec, part, shape, embeddings, unet_call or plain_unet(pipe))
         # 3. decode
         with part("vae"):
             image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
