@@ -12,6 +12,7 @@ techniques on it: `sdpa` fuses attention, `sdpa-compile` also compiles the UNet 
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -184,9 +185,15 @@ def plain_unet(pipe) -> UNetCall:
     return lambda latents, t, embeddings, index: pipe.unet(latents, t, encoder_hidden_states=embeddings, return_dict=False)[0]
 
 
-def generate(pipe, spec: RunSpec, part, unet_call: UNetCall | None = None) -> torch.Tensor:
+def generate(pipe, spec: RunSpec, part, unet_call: UNetCall | None = None, unet_part: str | None = "unet") -> torch.Tensor:
     """Images in [0, 1] for `spec.batch` prompts; `unet_call` replaces the plain UNet forward
     (ControlNet residuals, adapters applied mid-way)."""
+    return decode(pipe, spec, part, denoise(pipe, spec, part, unet_call, unet_part))
+
+
+def denoise(pipe, spec: RunSpec, part, unet_call: UNetCall | None = None, unet_part: str | None = "unet") -> torch.Tensor:
+    """Steps 1 and 2: the prompt encoded, then the final latents. Each UNet call is timed as
+    the part `unet_part`; None leaves the parts to `unet_call` (a ControlNet before the UNet)."""
     params, unet_call = spec.params, unet_call or plain_unet(pipe)
     generator = torch.Generator(spec.torch_device).manual_seed(spec.seed)  # the same latents every iteration
     with torch.inference_mode():
@@ -201,17 +208,21 @@ def generate(pipe, spec: RunSpec, part, unet_call: UNetCall | None = None) -> to
         pipe.scheduler.set_timesteps(params.denoising_steps, device=spec.torch_device)
         latents = latents * pipe.scheduler.init_noise_sigma
         for index, t in enumerate(pipe.scheduler.timesteps):
-            with part("unet"):
+            with part(unet_part) if unet_part else nullcontext():
                 both = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)
                 noise = unet_call(both, t, embeddings, index)
             with part("scheduler"):
                 unconditional, conditional = noise.chunk(2)
                 noise = unconditional + params.guidance_scale * (conditional - unconditional)
                 latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
-        # 3. decode
-        with part("vae"):
-            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-            image = pipe.image_processor.postprocess(image, output_type="pt")
+    return latents
+
+
+def decode(pipe, spec: RunSpec, part, latents: torch.Tensor) -> torch.Tensor:
+    """Step 3: the VAE decodes the final latents into images in [0, 1]."""
+    with torch.inference_mode(), part("vae"):
+        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        image = pipe.image_processor.postprocess(image, output_type="pt")
     synchronize(spec.torch_device)
     return image
 
