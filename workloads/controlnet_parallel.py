@@ -36,7 +36,7 @@ def controlnet_residuals(controlnets, images: list[torch.Tensor], latents, t, em
 class _Overlapped:
     """A step: the ControlNets launched, then the UNet forward with the residuals it waits for."""
 
-    waited_ns = 0  # time the UNet spent waiting for the residuals, summed over the steps
+    waited_ns = 0  # host time the UNet spent waiting for the residuals, summed over the steps
 
     def __call__(self, unet_forward: Callable, latents, t, embeddings, part):
         with part("unet"):
@@ -138,9 +138,9 @@ class StreamControlNets(_Overlapped):
         self.pending = True
         return down, mid
 
-    def _wait(self) -> None:
+    def _wait(self) -> None:  # the device waits, not the host: waited_ns stays near 0 here
         if self.pending:
-            torch.cuda.current_stream().wait_event(self.ready)
+            torch.cuda.current_stream(self.stream.device).wait_event(self.ready)
             self.pending = False
 
 
