@@ -91,8 +91,9 @@ def variant_runs():
     ("parallel-controlnet", {("controlnet", "background"), ("adapter_load", "part")}),
 ])
 def test_each_variant_marks_its_parts(variant_runs, variant, parts):
-    _, phases, _ = variant_runs[variant]
+    built, phases, _ = variant_runs[variant]
     assert parts <= phases, parts - phases
+    assert built.info["request_cpu_us"] >= built.info["unet_forward_cpu_us"] > 0
     if variant == "parallel-controlnet":
         assert ("controlnet", "part") not in phases, "the ControlNet is off the request's path"
 

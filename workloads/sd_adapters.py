@@ -33,6 +33,7 @@ import shutil
 import statistics
 import tempfile
 import threading
+import time
 import warnings
 import weakref
 from dataclasses import dataclass, replace
@@ -268,6 +269,26 @@ VARIANTS = {
 }
 
 
+class CpuTime:
+    """Process CPU time of each request and of each UNet forward. On a shared CPU, wall time is
+    largely waiting for a core; CPU time is the work done (a worker process's not included)."""
+
+    def __init__(self, unet):
+        self.requests_ns: list[int] = []
+        self.unet_ns: list[int] = []
+        unet.register_forward_pre_hook(self._start)
+        unet.register_forward_hook(self._stop)
+
+    def _start(self, *_) -> None:
+        self._started = time.process_time_ns()
+
+    def _stop(self, *_) -> None:
+        self.unet_ns.append(time.process_time_ns() - self._started)
+
+    def figures(self) -> dict[str, float]:
+        return {"request_cpu_us": statistics.median(self.requests_ns) / 1e3, "unet_forward_cpu_us": statistics.median(self.unet_ns) / 1e3}
+
+
 def latent_numerics(latents: torch.Tensor, reference: torch.Tensor) -> list[dict]:
     a, b = latents.double().flatten(), reference.double().flatten()
     figures = {"max_abs_diff": (a - b).abs().max(), "cosine_similarity": torch.nn.functional.cosine_similarity(a, b, dim=0),
@@ -306,10 +327,13 @@ def build(spec: RunSpec) -> Built:
         "lora_targets": ",".join(LORA_TARGETS),
     }
     waits_us = []  # parallel-controlnet: per request, the time the UNet waited for the residuals
+    cpu = CpuTime(pipe.unet)
 
     def iteration(part):
-        waited = getattr(server.run_step, "waited_ns", 0)
+        waited, started = getattr(server.run_step, "waited_ns", 0), time.process_time_ns()
         image = serve(server, part)
+        cpu.requests_ns.append(time.process_time_ns() - started)
+        info.update(cpu.figures())
         if server.run_step is not None:
             waits_us.append((server.run_step.waited_ns - waited) / 1e3)
             info["controlnet_wait_us"] = statistics.median(waits_us)
