@@ -10,7 +10,8 @@ The stages, in order, all on the same `Built`:
 4. Profiled: 1 + `active_iterations` iterations under torch.profiler (one profiler step
    each), written as a TensorBoard trace; parts show as ranges.
 5. Sequence lengths: one eager iteration under SeqLenRecorder (when `record_seq_lengths`).
-6. Numerics: a numerics workload's figures, computed once.
+6. Numerics: the workload's numerical figures (a numerics workload's, or what a variant changes
+   in the output), computed once.
 A training workload's `reset` runs before every warm-up, timed and memory iteration.
 NVML telemetry is sampled from stage 1 to stage 4; without NVML it says why and the run goes on.
 """

@@ -10,15 +10,14 @@ ADAPTERS = (  # one per line, sorted
     "workloads.attention_numerics",
     "workloads.chai",
     "workloads.diffusion_t2i",
-ADAPTERS = (  # one per line, sorted
     "workloads.dit_t2i",
     "workloads.dynamar",
     "workloads.fewshot",
     "workloads.fim",
     "workloads.llm_decode",
     "workloads.mixed_modal",
+    "workloads.sd_adapters",
     "workloads.video_t2v",
-)
 )
 EXTRA_ADAPTERS = tuple(m.strip() for m in os.environ.get("OBSERVATORY_ADAPTERS", "").split(",") if m.strip())
 

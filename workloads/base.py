@@ -214,8 +214,8 @@ class Built:
     attention_sites: Sequence[Any] = ()  # profilers.attention_adapters.SiteRule: the adapter's own attention modules
     part_items: Mapping[str, int] = field(default_factory=dict)
     reset: Callable[[], None] | None = None  # training: restore weights and optimizer state (untimed, before each repeat)
-    # figures that are not time (error against a reference, deviation from the baseline), computed once
-    # after the timed repeats: rows {subject, metric, value, position}; a numerics workload's result
+    # rows (subject, metric, value, position), computed once after the run: a numerics workload's figures, or
+    # what an inference variant changes in its output against the baseline's
     numerics: Callable[[], list[dict[str, Any]]] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # param_count, param_bytes, kv_cache_bytes, trainable_param_count, ...
 

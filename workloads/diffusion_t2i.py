@@ -12,6 +12,7 @@ techniques on it: `sdpa` fuses attention, `sdpa-compile` also compiles the UNet 
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -205,18 +206,18 @@ def encode_text(pipe, spec: RunSpec) -> torch.Tensor:
 
 
 def denoise(pipe, spec: RunSpec, part, shape: tuple[int, ...], embeddings: torch.Tensor, unet_call: UNetCall,
-            model_part: str = "unet") -> torch.Tensor:
+            model_part: str | None = "unet") -> torch.Tensor:
     """Latents of `shape` (image (B, C, h, w) or video (B, C, frames, h, w)) drawn from the run's
     seed, then denoised: per step one model forward at batch 2B (part `model_part`: unconditional
-    and conditional halves for classifier-free guidance), then the guidance and the scheduler's
-    update (part "scheduler")."""
+    and conditional halves for classifier-free guidance; None leaves the parts to `unet_call`, e.g.
+    a ControlNet before the UNet), then the guidance and the scheduler's update (part "scheduler")."""
     params = spec.params
     generator = torch.Generator(spec.torch_device).manual_seed(spec.seed)  # the same latents every iteration
     latents = torch.randn(shape, generator=generator, device=spec.torch_device, dtype=embeddings.dtype)
     pipe.scheduler.set_timesteps(params.denoising_steps, device=spec.torch_device)
     latents = latents * pipe.scheduler.init_noise_sigma
     for index, t in enumerate(pipe.scheduler.timesteps):
-        with part(model_part):
+        with part(model_part) if model_part else nullcontext():
             both = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)
             noise = unet_call(both, t, embeddings, index)
         with part("scheduler"):
@@ -226,23 +227,29 @@ def denoise(pipe, spec: RunSpec, part, shape: tuple[int, ...], embeddings: torch
     return latents
 
 
-def generate(pipe, spec: RunSpec, part, unet_call: UNetCall | None = None) -> torch.Tensor:
-    """Images in [0, 1] for `spec.batch` prompts; `unet_call` replaces the plain UNet forward
-    (ControlNet residuals, adapters applied mid-way)."""
+def image_latents(pipe, spec: RunSpec, part, unet_call: UNetCall | None = None, unet_part: str | None = "unet") -> torch.Tensor:
+    """Steps 1 and 2 of an image: the prompt encoded (part "text_encoder"), then the final latents."""
     with torch.inference_mode():
-        # 1. text: prompt and empty negative prompt, concatenated for classifier-free guidance
         with part("text_encoder"):
             embeddings = encode_text(pipe, spec)
-        # 2. denoise
         latent_size = spec.params.image_size // pipe.vae_scale_factor
         shape = (spec.batch, pipe.unet.config.in_channels, latent_size, latent_size)
-        latents = denoise(pipe, spec, part, shape, embeddings, unet_call or plain_unet(pipe))
-        # 3. decode
-        with part("vae"):
-            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-            image = pipe.image_processor.postprocess(image, output_type="pt")
+        return denoise(pipe, spec, part, shape, embeddings, unet_call or plain_unet(pipe), unet_part)
+
+
+def decode(pipe, spec: RunSpec, part, latents: torch.Tensor) -> torch.Tensor:
+    """Step 3: the VAE decodes the final latents into images in [0, 1] (part "vae")."""
+    with torch.inference_mode(), part("vae"):
+        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        image = pipe.image_processor.postprocess(image, output_type="pt")
     synchronize(spec.torch_device)
     return image
+
+
+def generate(pipe, spec: RunSpec, part, unet_call: UNetCall | None = None) -> torch.Tensor:
+    """Images in [0, 1] for `spec.batch` prompts: 1. encode, 2. denoise, 3. decode; `unet_call`
+    replaces the plain UNet forward (ControlNet residuals, adapters applied mid-way)."""
+    return decode(pipe, spec, part, image_latents(pipe, spec, part, unet_call))
 
 
 def pipeline_info(pipe, spec: RunSpec) -> dict:
