@@ -6,7 +6,7 @@ list of importable module names: still an explicit list, never discovery.
 import os
 from importlib import import_module
 
-ADAPTERS = ("workloads.diffusion_t2i", "workloads.llm_decode")
+ADAPTERS = ("workloads.diffusion_t2i", "workloads.llm_decode", "workloads.protein_fold", "workloads.protein_distogram")
 EXTRA_ADAPTERS = tuple(m.strip() for m in os.environ.get("OBSERVATORY_ADAPTERS", "").split(",") if m.strip())
 
 for _module in ADAPTERS + EXTRA_ADAPTERS:
