@@ -9,6 +9,7 @@
     dtypes = ["float32"]              # optional, default ["float32"]
     [grid.params]                     # optional: workload parameters, each a list of values
     frames = [2, 4, 8, 16]            # applies to the workloads that have the parameter
+    length = {tiny = [16, 32], paper = [64, 512]}  # or values per preset (a size range that fits each)
     [run]
     repeats = 5                       # optional: warmup, device, seed, timeout_s, memory_limit_gb
 
@@ -99,6 +100,13 @@ def _checked_list(path: Path, text: str, table: dict, key: str, kind) -> list:
     return values
 
 
+def _value_lists(values) -> bool:
+    """A parameter's values: a non-empty list, or a table of non-empty lists by preset."""
+    if isinstance(values, dict):
+        return bool(values) and all(isinstance(v, list) and v for v in values.values())
+    return isinstance(values, list) and bool(values)
+
+
 def _check_run_setting(path: Path, text: str, key: str, value) -> None:
     if key not in RUN_KEYS:
         raise _error(path, text, key, f"unknown run setting {key!r}; expected {', '.join(RUN_KEYS)}")
@@ -141,8 +149,13 @@ def load_sweep(path: Path, preset: str | None = None, device: str | None = None)
     lists = {key: _checked_list(path, text, grid, key, kind) for key, kind in GRID_KEYS.items()}
     if preset is not None:
         lists["presets"] = [preset]
-    if not isinstance(grid_params, dict) or any(not isinstance(v, list) or not v for v in grid_params.values()):
-        raise _error(path, text, "params", "[grid.params] holds parameter = [values, ...] lists")
+    if not isinstance(grid_params, dict) or not all(_value_lists(v) for v in grid_params.values()):
+        raise _error(path, text, "params", "[grid.params] holds parameter = [values, ...] lists, "
+                     "or {preset = [values, ...], ...} tables of them")
+    for param, values in grid_params.items():
+        missing = [p for p in lists["presets"] if isinstance(values, dict) and p not in values]
+        if missing:
+            raise _error(path, text, param, f"[grid.params] {param} has no values for preset {missing[0]!r}")
 
     known = [w.name for w in all_workloads()]
     for workload in lists["workloads"]:
@@ -163,7 +176,7 @@ def load_sweep(path: Path, preset: str | None = None, device: str | None = None)
         adapter = get(workload)
         variants = adapter.variants if "all" in wanted else [v for v in wanted if v in adapter.variants]
         skipped += 0 if "all" in wanted else len(wanted) - len(variants)
-        mine = {k: v for k, v in grid_params.items() if k in adapter.param_names}
+        mine = {k: v[preset_] if isinstance(v, dict) else v for k, v in grid_params.items() if k in adapter.param_names}
         for variant, values in itertools.product(variants, itertools.product(*mine.values())):
             if "all" in wanted and variant in adapter.gpu_variants and not settings.get("device", "cpu").startswith("cuda"):
                 skipped += 1  # "all" on a CPU: the GPU-only rungs are not part of it

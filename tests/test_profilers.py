@@ -336,3 +336,21 @@ def test_peak_rss_growth_sees_a_brief_allocation():
     idle = {m["name"]: m["value"] for m in step_memory(lambda: None, "cpu")}["peak_rss_growth_bytes"]
     assert 60 * 2**20 <= grown <= 96 * 2**20, grown
     assert idle < 8 * 2**20, idle
+
+
+def test_peak_rss_growth_counts_memory_the_allocator_kept_from_earlier_steps():
+    """glibc keeps freed heap blocks resident (below its self-raising trim threshold): a step served
+    from them adds no RSS, yet uses the memory. step_memory trims the free heap first, so it counts."""
+    from profilers.memory import release_free_memory, step_memory
+
+    if not release_free_memory():
+        pytest.skip("no glibc malloc_trim here")
+    torch.ones(5 * 2**20).sum()  # a 20 MiB block freed: glibc raises its mmap threshold past the step's blocks
+
+    def step():
+        a = torch.ones(2**20)  # 4 MiB blocks, now served from the heap
+        return (a + a * 2).sum()
+
+    step()  # the step's blocks freed and kept by the allocator
+    grown = {m["name"]: m["value"] for m in step_memory(step, "cpu")}["peak_rss_growth_bytes"]
+    assert grown >= 8 * 2**20, grown

@@ -263,3 +263,21 @@ def test_a_point_claimed_by_a_live_sweep_is_skipped(tmp_path):
     assert f"being run by pid {os.getpid()}" in done.stderr, done.stderr
     assert "1 being run by another sweep" in done.stdout, done.stdout
     assert query(db, "SELECT count(*) FROM runs") == [(0,)]
+
+
+def test_sweep_parameter_values_may_differ_per_preset(tmp_path):
+    """`length = {tiny = [...], paper = [...]}`: each preset sweeps its own range; a preset the table
+    lacks is an error naming the parameter and the line."""
+    from app.sweep import SweepFileError, load_sweep
+
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('name = "s"\n[grid]\nworkloads = ["llm-decode"]\nvariants = ["eager"]\npresets = ["tiny"]\n'
+                     '[grid.params]\nnew_tokens = {tiny = [4, 8], paper = [64]}\nprompt_len = [16]\n')
+    def grid(preset=None):
+        return sorted((p.request.options.preset, p.request.options.params["new_tokens"], p.request.options.params["prompt_len"])
+                      for p in load_sweep(sweep, preset=preset).runs)
+    assert grid() == [("tiny", 4, 16), ("tiny", 8, 16)]
+    assert grid("paper") == [("paper", 64, 16)]
+    sweep.write_text(sweep.read_text().replace(", paper = [64]", ""))
+    with pytest.raises(SweepFileError, match=r"line 7: \[grid.params\] new_tokens has no values for preset 'paper'"):
+        load_sweep(sweep, preset="paper")

@@ -16,6 +16,8 @@ ADAPTERS = (  # one per line, sorted
     "workloads.fim",
     "workloads.llm_decode",
     "workloads.mixed_modal",
+    "workloads.protein_distogram",
+    "workloads.protein_fold",
     "workloads.sd_adapters",
     "workloads.video_t2v",
 )

@@ -3,6 +3,7 @@ byte-level tokenizer built locally (no hub download), weight-only int8, and trai
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 
 import torch
 from torch.profiler import record_function
@@ -54,6 +55,53 @@ def label_calls(module: torch.nn.Module, name: str) -> None:
 
     module.register_forward_pre_hook(enter)
     module.register_forward_hook(leave, always_call=True)
+
+
+class ModuleParts:
+    """Parts marked at module boundaries, for one forward that runs its stages itself (a library
+    model whose forward cannot be split into explicit calls).
+
+        marks = ModuleParts()
+        marks.switch_at(model, "esm_stem")                                  # the forward starts in esm_stem
+        marks.switch_at(model.trunk, "trunk", on_leave="heads")
+        marks.switch_at(model.trunk.structure_module, "structure_module", on_leave="trunk")
+        with marks.run(part):                                               # inside an iteration
+            model(...)
+
+    Entering a marked module switches to `on_enter`, leaving it to `on_leave` (if given): every
+    switch closes the open part first, so parts never nest and cover the whole forward; `run`
+    closes the last one. Outside `run` (a forward outside an iteration) the hooks do nothing.
+    """
+
+    def __init__(self) -> None:
+        self._part = None
+        self._open = None
+
+    def switch_at(self, module: torch.nn.Module, on_enter: str, on_leave: str | None = None) -> None:
+        module.register_forward_pre_hook(lambda _module, _args: self.switch(on_enter))
+        if on_leave is not None:
+            module.register_forward_hook(lambda _module, _args, _output: self.switch(on_leave), always_call=True)
+
+    def switch(self, name: str | None) -> None:
+        """Close the open part; open `name` (None: stay outside every part)."""
+        if self._part is None:
+            return
+        if self._open is not None:
+            opened, self._open = self._open, None
+            opened.__exit__(None, None, None)
+        if name is not None:
+            self._open = self._part(name)
+            self._open.__enter__()
+
+    @contextmanager
+    def run(self, part):
+        """Mark the parts of the forwards inside this block with `part` (the iteration's part timer)."""
+        self._part = part
+        try:
+            yield
+        finally:
+            self.switch(None)
+            self._part = None
 
 
 def byte_level_clip_tokenizer(max_length: int = 77):
