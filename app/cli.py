@@ -48,11 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(p)
     _add_format(p, ("table", "csv", "json"))
 
-    from app import demo, reproduce, workload_commands
+    from app import demo, diff_command, reproduce, workload_commands
     from app.dashboard import command as dashboard_command
 
     demo.add_parser(sub, _add_db)
     workload_commands.add_parsers(sub, _add_db, _add_format)
+    diff_command.add_parser(sub, _add_db, _add_format)
     reproduce.add_parsers(sub, _add_db, _add_format)
     dashboard_command.add_parser(sub, _add_db)
     return parser
@@ -63,6 +64,7 @@ HANDLERS = {
     "ingest": "app.commands", "runs": "app.commands", "report": "app.commands", "sql": "app.commands",
     "demo": "app.demo",
     "list": "app.workload_commands", "run": "app.workload_commands", "sweep": "app.workload_commands", "compare": "app.workload_commands",
+    "diff": "app.diff_command",
     "reproduce": "app.reproduce",
     "dashboard": "app.dashboard.command",
 }
