@@ -36,7 +36,7 @@ BOUNDS = ("cpu_bound", "data_loading", "gpu_compute_bound", "gpu_communication_b
 COMM_KERNEL = re.compile(r"(^nccl.*)|(^hip)|(^hccl)|(.*ncclKernel.*)")  # HTA's CommunicateKernelGroupingPattern
 
 _EVENTS_SQL = f"""
-SELECT event_idx AS idx, cat, name, pid, tid, ts_us AS ts, dur_us AS dur,
+SELECT event_idx AS idx, cat, coalesce(name, '') AS name, pid, tid, ts_us AS ts, dur_us AS dur,
        coalesce(CASE WHEN contains(args, '"stream"') THEN {HTA_STREAM_SQL} END, -1) AS stream,
        coalesce(correlation, -1) AS correlation,
        coalesce(TRY_CAST(json_extract(args, '$.wait_on_stream') AS BIGINT), -1) AS wait_stream,
@@ -76,10 +76,10 @@ def load_events(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     linked = frame[frame["correlation"] != -1]
     device = ((linked["stream"] >= 0) & (linked["correlation"] >= 0)) | linked["name"].isin(("Event Sync", "Context Sync"))
     pairs = linked[~device][["idx", "correlation"]].merge(linked[device][["idx", "correlation"]], on="correlation")
-    position = pd.Series(range(len(frame)), index=frame["idx"])
+    position = {idx: i for i, idx in enumerate(frame["idx"].tolist())}
     icorr = frame["icorr"].to_numpy().copy()
-    icorr[position[pairs["idx_x"]].to_numpy()] = pairs["idx_y"].to_numpy()
-    icorr[position[pairs["idx_y"]].to_numpy()] = pairs["idx_x"].to_numpy()
+    for host_idx, device_idx in zip(pairs["idx_x"].tolist(), pairs["idx_y"].tolist()):
+        icorr[position[host_idx]], icorr[position[device_idx]] = device_idx, host_idx
     frame["icorr"] = icorr
     return frame
 

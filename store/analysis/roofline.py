@@ -35,7 +35,7 @@ TF32_KERNEL = re.compile(r"(?i)tf32|s1688")
 
 _OPS_SQL = """
 SELECT event_idx, name, pid, tid, ts_us, dur_us
-FROM events WHERE run_id = ? AND ph = 'X' AND cat = 'cpu_op' AND ts_us IS NOT NULL AND dur_us IS NOT NULL
+FROM events WHERE run_id = ? AND ph = 'X' AND cat = 'cpu_op' AND name IS NOT NULL AND ts_us IS NOT NULL AND dur_us IS NOT NULL
 ORDER BY pid, tid, ts_us, dur_us DESC, event_idx
 """
 _ARGS_SQL = """
@@ -155,8 +155,8 @@ def run_roofs(con: duckdb.DuckDBPyConnection, run_id: str) -> DevicePeaks | None
 
 
 def operator_roofline(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
-    """Per operator name and operand dtype: ROOFLINE_COLUMNS, most time first. FLOP and byte totals and the
-    rates cover the calls whose shapes give them; None where no call's do."""
+    """Per operator name and operand dtype: ROOFLINE_COLUMNS, most time first. `calls` counts every counted call;
+    FLOPs, bytes, time and the rates cover the calls whose shapes give them (a name none of whose calls do has no row)."""
     calls = operator_calls(con, run_id)
     if calls.empty:
         return pd.DataFrame(columns=ROOFLINE_COLUMNS)
@@ -165,12 +165,12 @@ def operator_roofline(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFra
     rows = []
     for (name, dtype), group in calls.groupby(["name", "dtype"], sort=False):
         sized = group[group["sized"]]
-        flops = float(sized["flops"].sum()) if len(sized) else None
-        moved = float(sized["bytes"].sum()) if len(sized) else None
-        time_us = float(sized["time_us"].sum()) if len(sized) else float(group["time_us"].sum())
-        achieved = flops / time_us * 1e6 if flops is not None and time_us > 0 else None
-        achieved_bytes = moved / time_us * 1e6 if moved is not None and time_us > 0 else None
-        intensity = flops / moved if flops is not None and moved else None
+        if sized.empty:
+            continue  # no call's shapes give its FLOPs: nothing to place on the roofline
+        flops, moved, time_us = float(sized["flops"].sum()), float(sized["bytes"].sum()), float(sized["time_us"].sum())
+        achieved = flops / time_us * 1e6 if time_us > 0 else None
+        achieved_bytes = moved / time_us * 1e6 if time_us > 0 else None
+        intensity = flops / moved if moved else None
         peak_flops = roofs.flops_for(dtype, bool(group["tf32"].any())) if roofs else None
         peak_bytes = roofs.memory_bytes_per_s if roofs else None
         bound, peak_pct = None, None
