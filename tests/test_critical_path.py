@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from store.analysis.critical_path import critical_path, critical_path_graph
+from store.analysis.critical_path import critical_path, critical_path_graph, path_arrows
 from tests.conftest import SHARED_TRACES
 
 E2E_IN = "hta/critical_path/end_to_end/simple_add/input/trace.json.gz"
@@ -49,8 +49,11 @@ def test_critical_path_matches_hta(trace_store, trace):
     assert len(path.edges) + 1 == nodes and len(path.events) == events
     assert dict(zip(path.bounds.bound, path.bounds.time_us)) == bounds
     assert path.bounds.share_pct.sum() == pytest.approx(100)
-    # the path is a chain: each edge starts where the previous one ended
+    # the path is a chain: each edge starts where the previous one ended, forward in time
     assert (path.edges.from_event_idx.iloc[1:].to_numpy() == path.edges.to_event_idx.iloc[:-1].to_numpy()).all()
+    arrows = path_arrows(path)
+    assert (arrows.from_ts_us.iloc[1:].to_numpy() == arrows.to_ts_us.iloc[:-1].to_numpy()).all()
+    assert (arrows.to_ts_us - arrows.from_ts_us >= -1).all()
 
 
 def test_graph_edges_hta_checks(trace_store):

@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from profilers.cpu_peak import peak_metrics
 from profilers.trace import record_trace
 from store.analysis.op_flops import Call, conv_output, flops_and_bytes
-from store.analysis.roofline import operator_calls, operator_roofline, run_roofs
+from store.analysis.roofline import operator_calls, operator_roofline, roof_curves, run_roofs
 from store.device_peaks import load_peaks, peaks_for
 from store.ingest import RunInfo, ingest_file
 
@@ -98,6 +98,9 @@ def test_resnet50_convolution_flops(trace_store):
     assert conv.bound == "compute" and table.loc["aten::batch_norm"].bound == "memory"
     assert (table[table.family.isin(["convolution", "gemm"])].peak_pct <= 100).all()
     assert conv.time_us == pytest.approx(126500, rel=1e-6)  # device time of the kernels the calls launched
+    roofs = roof_curves(trace_store.con, trace_store.run_id(RESNET)).groupby("precision")
+    assert roofs.attainable_flops_per_s.max().to_dict() == {"fp16": 125e12, "fp32": 15.7e12}
+    assert roofs.ridge_intensity.first()["fp32"] == pytest.approx(15.7e12 / 900e9)
 
 
 def test_absent_where_the_trace_lacks_the_data(trace_store):

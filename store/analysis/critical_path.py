@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 import duckdb
-import networkx as nx
+import numpy as np
 import pandas as pd
 
 from store.analysis._sql import check_run
@@ -120,6 +120,8 @@ def _bound(kind: str, name: str | None, stream: int | None, data_load: list[str]
 def longest_path(graph: Graph) -> list[int]:
     """HTA's critical_path(): negative edges of -1 us or less are zeroed (overlapping nanosecond events), then the
     longest path. A graph with cycles or a more negative edge cannot be trusted: ValueError."""
+    import networkx as nx  # here: importing it costs the store's other readers time
+
     for u, v, data in graph.g.edges(data=True):
         if data["weight"] <= -1:
             data["weight"] = 0
@@ -163,3 +165,15 @@ def critical_path(con: duckdb.DuckDBPyConnection, run_id: str, annotation: str =
     bounds["share_pct"] = 100 * bounds["time_us"] / total if total else None
     return CriticalPath(run_id, annotation, instance, start, end, float(total), events.reset_index(drop=True), edges,
                         bounds.sort_values("time_us", ascending=False).reset_index(drop=True))
+
+
+def path_arrows(path: CriticalPath) -> pd.DataFrame:
+    """The path drawn on a trace timeline: per edge, where it leaves (the start or end of its from-event) and
+    arrives, on which pid/tid row, its type, weight_us and bound."""
+    where = path.events.set_index("event_idx")
+    frame = path.edges.copy()
+    for side in ("from", "to"):
+        rows = where.loc[frame[f"{side}_event_idx"]]
+        frame[f"{side}_pid"], frame[f"{side}_tid"] = rows["pid"].to_numpy(), rows["tid"].to_numpy()
+        frame[f"{side}_ts_us"] = np.where(frame[f"{side}_start"], rows["ts_us"], rows["ts_us"] + rows["dur_us"])
+    return frame[["from_pid", "from_tid", "from_ts_us", "to_pid", "to_tid", "to_ts_us", "type", "weight_us", "bound"]]

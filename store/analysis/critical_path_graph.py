@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-import networkx as nx
 import numpy as np
 import pandas as pd
 
@@ -46,7 +45,7 @@ class Graph:
     node_start: np.ndarray  # node -> start (True) or end of its event
     start_of: dict  # event_idx -> its start node
     end_of: dict  # event_idx -> its end node
-    g: nx.DiGraph = field(default_factory=nx.DiGraph)
+    g: "nx.DiGraph" = field(default_factory=lambda: __import__("networkx").DiGraph())  # networkx on first use
     attributed: dict = field(default_factory=dict)  # (u, v) -> event_idx the edge's time belongs to
 
     def add(self, u: int, v: int, kind: str, zero: bool = False) -> tuple[int, int]:

@@ -20,9 +20,8 @@ import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import SimpleNamespace
 from typing import Callable
-
-from torch.utils import flop_counter as fc
 
 from store.enrich import categorize, category_rules_path
 
@@ -37,14 +36,17 @@ PER_ELEMENT_FLOPS = {"normalization": 5, "activation": 1, "elementwise": 1}
 AUTOGRAD_NODE = re.compile(r"^(?!autograd::)[^:]*Backward\d*$")
 
 
-def _raw(formula: Callable) -> Callable:
-    """flop_counter's formula without its registration wrapper (which maps tensors to shapes through pytree:
-    slow, and needless for shapes); the formulas then take `out_shape=`."""
-    return getattr(formula, "__wrapped__", formula)
 
+@lru_cache(maxsize=1)
+def _fc() -> SimpleNamespace:
+    """torch.utils.flop_counter, imported on first use (importing torch takes seconds; the store's readers need
+    not pay it). Its registered formulas are called without their registration wrapper (which maps tensors to
+    shapes through pytree: slow, and needless for shapes); they then take `out_shape=`."""
+    from torch.utils import flop_counter
 
-mm_flop, addmm_flop, bmm_flop, baddbmm_flop = (_raw(f) for f in (fc.mm_flop, fc.addmm_flop, fc.bmm_flop, fc.baddbmm_flop))
-conv_flop, conv_backward_flop = _raw(fc.conv_flop), _raw(fc.conv_backward_flop)
+    raw = {name: getattr(getattr(flop_counter, name), "__wrapped__", getattr(flop_counter, name))
+           for name in ("mm_flop", "addmm_flop", "bmm_flop", "baddbmm_flop", "conv_flop", "conv_backward_flop")}
+    return SimpleNamespace(**raw, sdpa_flop_count=flop_counter.sdpa_flop_count, sdpa_backward_flop_count=flop_counter.sdpa_backward_flop_count)
 
 
 @dataclass(frozen=True)
@@ -124,28 +126,28 @@ def _attention_4d(shape: list) -> list:
 # -- formulas: (flops, output shapes) of a call ----------------------------------------------
 def _mm(c: Call):
     a, b = c.dims[0], c.dims[1]
-    return mm_flop(a, b), [[a[0], b[1]]]
+    return _fc().mm_flop(a, b), [[a[0], b[1]]]
 
 
 def _addmm(c: Call):
     a, b = c.dims[1], c.dims[2]
-    return addmm_flop(c.dims[0], a, b), [[a[0], b[1]]]
+    return _fc().addmm_flop(c.dims[0], a, b), [[a[0], b[1]]]
 
 
 def _bmm(c: Call):
     a, b = c.dims[0], c.dims[1]
-    return bmm_flop(a, b), [[a[0], a[1], b[2]]]
+    return _fc().bmm_flop(a, b), [[a[0], a[1], b[2]]]
 
 
 def _baddbmm(c: Call):
     a, b = c.dims[1], c.dims[2]
-    return baddbmm_flop(c.dims[0], a, b), [[a[0], a[1], b[2]]]
+    return _fc().baddbmm_flop(c.dims[0], a, b), [[a[0], a[1], b[2]]]
 
 
 def _linear(c: Call):
     x, w = c.dims[0], c.dims[1]  # weight: [out_features, in_features]
     rows = math.prod(x[:-1])
-    return mm_flop([rows, x[-1]], [w[1], w[0]]), [[*x[:-1], w[0]]]
+    return _fc().mm_flop([rows, x[-1]], [w[1], w[0]]), [[*x[:-1], w[0]]]
 
 
 def _matmul(c: Call):
@@ -154,7 +156,7 @@ def _matmul(c: Call):
     batch = broadcast(a2[:-2], b2[:-2])
     n = math.prod(batch)
     out = [*batch, *([a2[-2]] if len(a) > 1 else []), *([b2[-1]] if len(b) > 1 else [])]
-    return bmm_flop([n, a2[-2], a2[-1]], [n, b2[-2], b2[-1]]), [out]
+    return _fc().bmm_flop([n, a2[-2], a2[-1]], [n, b2[-2], b2[-1]]), [out]
 
 
 def _conv(positions: tuple[int, int, int], transposed: bool | int, output_padding: int | None = None, groups: int | None = None):
@@ -168,7 +170,7 @@ def _conv(positions: tuple[int, int, int], transposed: bool | int, output_paddin
         out = out or c.grad_out  # without Concrete Inputs: the shape its autograd node received
         if out is None:
             return None, None
-        return conv_flop(x, w, None, None, None, None, is_transposed, out_shape=out), [out]
+        return _fc().conv_flop(x, w, None, None, None, None, is_transposed, out_shape=out), [out]
     return formula
 
 
@@ -178,7 +180,7 @@ def _conv_backward(c: Call):
     mask = c.argument(10)
     if mask is None:
         return None, None
-    flops = conv_backward_flop(g, x, w, None, None, None, None, bool(c.argument(7)), None, None, mask, out_shape=[x, w])
+    flops = _fc().conv_backward_flop(g, x, w, None, None, None, None, bool(c.argument(7)), None, None, mask, out_shape=[x, w])
     return flops, [s for s, m in zip((x, w), mask) if m]
 
 
@@ -189,17 +191,17 @@ def _cudnn_conv_backward(c: Call):
     mask = [any(n.endswith("backward_input") for n in c.descendants), any(n.endswith("backward_weight") for n in c.descendants)]
     if not any(mask):
         return None, None
-    return conv_backward_flop(g, x, w, None, None, None, None, False, None, None, mask, out_shape=[x, w]), [s for s, m in zip((x, w), mask) if m]
+    return _fc().conv_backward_flop(g, x, w, None, None, None, None, False, None, None, mask, out_shape=[x, w]), [s for s, m in zip((x, w), mask) if m]
 
 
 def _sdpa(c: Call):
     q, k, v = (_attention_4d(s) for s in c.dims[:3])
-    return fc.sdpa_flop_count(q, k, v), [[*c.dims[0][:-1], c.dims[2][-1]]]
+    return _fc().sdpa_flop_count(q, k, v), [[*c.dims[0][:-1], c.dims[2][-1]]]
 
 
 def _sdpa_backward(c: Call):
     g, q, k, v = (_attention_4d(s) for s in c.dims[:4])
-    return fc.sdpa_backward_flop_count(g, q, k, v), [c.dims[1], c.dims[2], c.dims[3]]
+    return _fc().sdpa_backward_flop_count(g, q, k, v), [c.dims[1], c.dims[2], c.dims[3]]
 
 
 _SDPA = ("aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_efficient_attention",

@@ -182,3 +182,21 @@ def operator_roofline(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFra
                      intensity, bound, peak_pct, peak_flops, peak_bytes))
     frame = pd.DataFrame(rows, columns=ROOFLINE_COLUMNS)
     return frame.sort_values(["time_us", "name"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def roof_curves(con: duckdb.DuckDBPyConnection, run_id: str, low: float = 1e-2, high: float = 1e4, points: int = 49) -> pd.DataFrame:
+    """The roofs to draw under a run's roofline points: per distinct peak of the device, attainable FLOP/s =
+    min(peak FLOP/s, intensity x peak bytes/s) at log-spaced intensities (FLOP/byte); empty without roofs."""
+    roofs = run_roofs(con, run_id)
+    if roofs is None:
+        return pd.DataFrame(columns=["precision", "intensity", "attainable_flops_per_s", "ridge_intensity"])
+    intensity = np.logspace(np.log10(low), np.log10(high), points)
+    sharing: dict[float, list[str]] = {}
+    for precision, peak in roofs.flops_per_s.items():
+        sharing.setdefault(peak, []).append(precision)
+    peaks = {"/".join(precisions): peak for peak, precisions in sharing.items()}  # one roof per distinct peak ("bf16/fp16")
+    frames = [pd.DataFrame({"precision": precision, "intensity": intensity,
+                            "attainable_flops_per_s": np.minimum(peak, intensity * roofs.memory_bytes_per_s),
+                            "ridge_intensity": peak / roofs.memory_bytes_per_s})
+              for precision, peak in peaks.items()]
+    return pd.concat(frames, ignore_index=True)
