@@ -205,5 +205,5 @@ def build_graph(clipped: pd.DataFrame, full: pd.DataFrame, data_load: list[str])
     graph = _nodes(clipped, data_load)
     _runtime_lock_edges(graph, names)
     _call_stack_edges(graph, clipped, names)
-    kernel_edges(graph, clipped, full, names)
+    kernel_edges(graph, clipped, full)
     return graph

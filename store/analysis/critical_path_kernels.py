@@ -4,6 +4,7 @@ and between streams. Frames carry HTA's columns (see critical_path_graph.build_g
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -75,59 +76,55 @@ def _stream_waits(full: pd.DataFrame, launches: pd.DataFrame) -> dict:
     return next_launch
 
 
-def kernel_edges(graph: Graph, clipped: pd.DataFrame, full: pd.DataFrame, names: dict) -> None:
-    queue = queue_lengths(full)
-    launches = _launches(full)
-    records = _event_records(full, launches)
-    waits = _stream_waits(full, launches)
-    icorr, ts = dict(zip(full["idx"], full["icorr"])), dict(zip(full["idx"], full["ts"]))
-    rows = clipped[((clipped["stream"] != -1) | clipped["name"].isin(DEVICE_SYNCS)) & (clipped["icorr"] >= 0)].copy()
-    rows["queue_runtime"], rows["queue"] = rows["icorr"].map(queue), rows["idx"].map(queue)
-    previous_launch = records
-    rows["sort_by"] = rows["ts"].where(rows["cat"] != "cuda_sync", rows["ts"] + rows["dur"])
-    rows = rows.sort_values("sort_by", kind="stable")
-    last: dict = {}  # stream -> end node of its last kernel
-    kernel_sync: dict = {}  # kernel idx -> idx of the kernel it waits for (cudaStreamWaitEvent)
+@dataclass
+class _DeviceWalk:
+    """The device events of the window in order (syncs at their end), with each stream's last kernel."""
+    graph: Graph
+    icorr: dict  # event idx -> its correlated event's idx
+    ts: dict  # event idx -> start
+    previous_launch: dict | None  # cudaEventRecord correlation -> launch call just before it
+    waits: dict  # cudaStreamWaitEvent call -> next launch onto the waiting stream
+    last: dict = field(default_factory=dict)  # stream -> end node of its last kernel
+    kernel_sync: dict = field(default_factory=dict)  # kernel idx -> idx of the kernel it waits for
 
-    def sync_to_host(gpu_node: int, runtime: int) -> None:
-        end = graph.end_of.get(int(runtime))
-        if end is not None:
-            graph.add(gpu_node, end, SYNC)
+    def sync(self, row) -> None:
+        """A cuda_sync event: the host call (or a later kernel on another stream) waits for a kernel's end."""
+        if row.name in ("Stream Wait Event", "Event Sync"):
+            launch = self.previous_launch.get(row.wait_corr, -1) if self.previous_launch is not None else -1
+            if launch == -1:
+                return  # no cudaEventRecord to follow
+            source = self.icorr[launch]
+            if row.name == "Stream Wait Event":
+                if (target_launch := self.waits.get(int(row.icorr), -1)) >= 0:
+                    self.kernel_sync[self.icorr[target_launch]] = source
+            elif (end := self.graph.end_of.get(int(source))) is not None:
+                self._to_host(end, row.icorr)
+            return
+        targets = self.last.values() if row.name == "Context Sync" else [self.last.get(row.stream)]
+        for node in list(targets):
+            if node is not None:
+                self._to_host(node, row.icorr)
 
-    for row in rows.itertuples(index=False):
-        if row.cat == "cuda_sync":
-            if row.name in ("Stream Wait Event", "Event Sync"):
-                launch = previous_launch.get(row.wait_corr, -1) if previous_launch is not None else -1
-                if launch == -1:
-                    continue  # no cudaEventRecord to follow
-                source = icorr[launch]
-                if row.name == "Stream Wait Event":
-                    target_launch = waits.get(int(row.icorr), -1)
-                    if target_launch >= 0:
-                        kernel_sync[icorr[target_launch]] = source
-                elif (end := graph.end_of.get(int(source))) is not None:
-                    sync_to_host(end, row.icorr)
-                continue
-            targets = last.values() if row.name == "Context Sync" else [last.get(row.stream)]
-            for node in list(targets):
-                if node is not None:
-                    sync_to_host(node, row.icorr)
-            continue
-        ev = int(row.idx)
+    def _to_host(self, gpu_node: int, runtime: int) -> None:
+        if (end := self.graph.end_of.get(int(runtime))) is not None:
+            self.graph.add(gpu_node, end, SYNC)
+
+    def kernel(self, row) -> None:
+        """A kernel, copy or set: its span, what it waited for, and the launch delay or the gap before it."""
+        graph, ev = self.graph, int(row.idx)
         start, end = graph.start_of.get(ev), graph.end_of.get(ev)
         if start is None or end is None:
-            continue
+            return
         graph.attribute(graph.add(start, end, OPERATOR), -1)
-        waited, waited_end = kernel_sync.get(ev), None
+        waited, waited_end = self.kernel_sync.get(ev), None
         if waited is not None:
             waited_end = graph.end_of.get(int(waited))
             if waited_end is None:
                 waited = None
             else:
                 graph.add(waited_end, start, SYNC)
-            kernel_sync[ev] = None
-        runtime_ts = ts.get(row.icorr)
-        previous = last.get(row.stream)
+            self.kernel_sync[ev] = None
+        runtime_ts, previous = self.ts.get(row.icorr), self.last.get(row.stream)
         if (row.queue_runtime == 1 and row.queue == 0
                 and (previous is None or graph.node_ts[previous] < runtime_ts)
                 and (waited is None or graph.node_ts[waited_end] < runtime_ts)):
@@ -136,4 +133,20 @@ def kernel_edges(graph: Graph, clipped: pd.DataFrame, full: pd.DataFrame, names:
         elif (previous is not None and graph.node_ts[start] - graph.node_ts[previous] < KERNEL_KERNEL_MAX_US
               and (waited is None or graph.node_ts[waited_end] < graph.node_ts[previous])):
             graph.attribute(graph.add(previous, start, KERNEL_KERNEL), -1)
-        last[row.stream] = end
+        self.last[row.stream] = end
+
+
+def kernel_edges(graph: Graph, clipped: pd.DataFrame, full: pd.DataFrame) -> None:
+    """Add the device-side edges of the window's events (`clipped`) to `graph`; launches, records and queue
+    lengths come from the whole trace (`full`), as in HTA."""
+    queue, launches = queue_lengths(full), _launches(full)
+    walk = _DeviceWalk(graph, dict(zip(full["idx"], full["icorr"])), dict(zip(full["idx"], full["ts"])),
+                       _event_records(full, launches), _stream_waits(full, launches))
+    rows = clipped[((clipped["stream"] != -1) | clipped["name"].isin(DEVICE_SYNCS)) & (clipped["icorr"] >= 0)].copy()
+    rows["queue_runtime"], rows["queue"] = rows["icorr"].map(queue), rows["idx"].map(queue)
+    rows["sort_by"] = rows["ts"].where(rows["cat"] != "cuda_sync", rows["ts"] + rows["dur"])
+    for row in rows.sort_values("sort_by", kind="stable").itertuples(index=False):
+        if row.cat == "cuda_sync":
+            walk.sync(row)
+        else:
+            walk.kernel(row)
