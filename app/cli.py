@@ -20,6 +20,7 @@ HANDLERS = {
     "ingest": "app.commands", "runs": "app.commands", "report": "app.commands", "sql": "app.commands",
     "demo": "app.demo",
     "list": "app.workload_commands", "run": "app.workload_commands", "sweep": "app.workload_commands", "compare": "app.workload_commands",
+    "diff": "app.diff_command",
     "reproduce": "app.reproduce",
     "deviation": "app.numerics_commands",
     "dashboard": "app.dashboard.command",

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_workload_commands(sub, add_db, add_format)
     add_reproduce(sub, add_db, add_format)
     add_numerics(sub, add_db, add_format)
+    add_diff(sub, add_db, add_format)
     add_dashboard(sub, add_db)
     return parser
 
@@ -167,4 +168,16 @@ def add_numerics(sub, add_db, add_format) -> None:
     p.add_argument("--head-dim", type=_at_least_one, default=64, help="head dimension (default 64)")
     p.add_argument("--batch", type=_at_least_one, default=1, help="batch size (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random q, k, v (default 0)")
+    add_format(p)
+
+
+def add_diff(sub, add_db, add_format) -> None:
+    p = sub.add_parser("diff", help="what changed between two traces: event counts and durations per name",
+                       description="Compare RUN_A (control) with RUN_B (test) as Holistic Trace Analysis's TraceDiff does: per event "
+                       "name, the count and total duration in each and the change (added, deleted, increased, decreased, unchanged); "
+                       "also per operator category and per kernel.")
+    p.add_argument("runs", nargs=2, metavar="RUN", help="RUN_A RUN_B (a unique prefix is enough)")
+    p.add_argument("--scope", choices=("first_step", "steps", "trace"), default="first_step",
+                   help="events compared: the first ProfilerStep of each run (HTA's default), every ProfilerStep, or the whole trace")
+    add_db(p)
     add_format(p)

@@ -97,6 +97,7 @@ def _table(name: str, rows: list[dict]) -> pa.Table:
 
 def execute(store: Store, request: RunRequest, run_id: str | None = None) -> str:
     """Profile and store one run; a failure is stored as a failed run with its error, then raised."""
+    from profilers.cpu_peak import peak_metrics
     from profilers.session import ProfileConfig, profile
 
     workload = get(request.workload)
@@ -125,6 +126,8 @@ def execute(store: Store, request: RunRequest, run_id: str | None = None) -> str
                               extra_tables={"params": params_table(spec)}, **fields)
             raise RunFailed(run_id, error) from exc
 
+        # this CPU's roofs for the operator roofline, measured right after the run (~0.2 s)
+        cpu_peaks = peak_metrics(spec.dtype) if spec.device == "cpu" else []
         environment = {
             **result.environment,
             "telemetry_status": result.telemetry_status,
@@ -135,7 +138,7 @@ def execute(store: Store, request: RunRequest, run_id: str | None = None) -> str
             "latency": _table("latency", result.latency),
             "attention_calls": _table("attention_calls", result.attention_calls),
             "telemetry": _table("telemetry", result.telemetry),
-            "metrics": _table("metrics", result.metrics),
+            "metrics": _table("metrics", result.metrics + cpu_peaks),
             "numerics": _table("numerics", result.numerics),
             "params": params_table(spec),
         }
