@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from app.executors import EXECUTORS, SLURM_CLUSTERS  # names only
+
 DEFAULT_PORT = 8501  # the dashboard's
 LOOPBACK = "127.0.0.1"
 
@@ -96,9 +98,19 @@ def add_workload_commands(sub, add_db, add_format) -> None:
 
 
 def add_executor(p) -> None:
-    p.add_argument("--executor", choices=("process", "inline"), default="process",
+    p.add_argument("--executor", choices=EXECUTORS, default="process",
                    help="process: each run in its own process (default; survives crashes, honours timeout_s and memory_limit_gb); "
-                   "inline: each run in this process (no start-up cost per run)")
+                   "inline: each run in this process (no start-up cost per run); ray: each run a Ray task; "
+                   "slurm: each run a Slurm job (submitit). On ray and slurm the store must be on a path every worker sees")
+    g = p.add_argument_group("cluster executors (ray, slurm)")
+    g.add_argument("--cpus-per-run", type=int, metavar="N", help="CPUs each run asks for (default 1)")
+    g.add_argument("--gpus-per-run", type=int, metavar="N", help="GPUs each run asks for (default: 1 for device cuda, else 0)")
+    g.add_argument("--address", metavar="ADDR", help="ray: the address of a running Ray cluster (default: start one on this machine)")
+    g.add_argument("--partition", help="slurm: the partition to submit to (default: Slurm's)")
+    g.add_argument("--time-min", type=int, metavar="MIN", help="slurm: each job's time limit in minutes (default: the sweep's "
+                   "timeout_s, else 60)")
+    g.add_argument("--slurm-cluster", choices=SLURM_CLUSTERS, help="slurm: slurm (default) or local: submitit's local executor, "
+                   "every job on this machine (to try a sweep out)")
 
 
 def add_demo(sub, add_db) -> None:

@@ -34,12 +34,13 @@ class RunRequest:
     sweep: str | None = None  # the sweep this run belongs to
     sweep_key: str | None = None  # its grid point, so a resumed sweep can skip it
 
-    def spec(self) -> RunSpec:
-        """The checked settings (bad options fail here, before anything is stored)."""
+    def spec(self, device_here: bool = True) -> RunSpec:
+        """The checked settings (bad options fail here, before anything is stored); without `device_here`
+        the device need not be on this machine (a cluster's worker runs it)."""
         for name, least in (("repeats", 1), ("warmup", 0), ("active_iterations", 1)):
             if getattr(self, name) < least:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(self, name)}")
-        return get(self.workload).resolve(self.options)
+        return get(self.workload).resolve(self.options, device_here)
 
     def config(self, spec: RunSpec) -> dict:
         return {

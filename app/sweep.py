@@ -16,8 +16,10 @@
 A run that raises, crashes or runs out of memory is stored as a failed run with its error,
 and the sweep goes on. Executors: `process` (default: each run in its own process, which a
 crash or an out-of-memory kill cannot take the sweep down with; `timeout_s` and
-`memory_limit_gb` apply) and `inline` (each run in this process: no import cost per run, for
-many short runs such as `observatory reproduce --preset tiny`).
+`memory_limit_gb` apply), `inline` (each run in this process: no import cost per run, for
+many short runs such as `observatory reproduce --preset tiny`), and the cluster executors
+`ray` and `slurm` (app/executors/: every point a task or job on a cluster, all at once, each
+committing to the store on a shared path; claims and failures as here).
 
 Each point is run once, however many sweeps of the file run at once: a sweep claims a point
 before running it (`store.claims`, under `<db>.parts/claims/`), skips points a live sweep has
@@ -42,17 +44,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from app.executors import CLUSTER_EXECUTORS, EXECUTORS, ClusterOptions
 from app.runner import RunFailed, RunRequest, execute, new_run_id, run_fields
 from store.claims import Claim, Owner, claim, release
 from store.db import Store
 from store.ingest import record_failed_run
 from workloads.base import RunOptions, all_workloads, get, unknown_name
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GRID_KEYS = {"workloads": str, "variants": str, "presets": str, "batches": int, "dtypes": str}
 GRID_DEFAULTS = {"batches": [1], "dtypes": ["float32"]}
 RUN_KEYS = {"repeats": int, "warmup": int, "device": str, "seed": int, "timeout_s": (int, float), "memory_limit_gb": (int, float)}
 ZERO_ALLOWED = {"warmup", "seed"}  # `observatory run --warmup 0` is allowed too
-EXECUTORS = ("process", "inline")
 
 
 class SweepFileError(ValueError):
@@ -118,9 +121,10 @@ def _check_run_setting(path: Path, text: str, key: str, value) -> None:
         raise _error(path, text, key, f"{key} must be {expected}, got {value!r}")
 
 
-def load_sweep(path: Path, preset: str | None = None, device: str | None = None) -> Sweep:
+def load_sweep(path: Path, preset: str | None = None, device: str | None = None, device_here: bool = True) -> Sweep:
     """Parse and validate a sweep file completely before anything runs; `preset` and `device`
-    replace the file's own (`observatory reproduce --preset paper --device cuda`)."""
+    replace the file's own (`observatory reproduce --preset paper --device cuda`). Without
+    `device_here` the device need not be on this machine (a cluster executor's sweep)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -185,7 +189,7 @@ def load_sweep(path: Path, preset: str | None = None, device: str | None = None)
                                  seed=settings.get("seed", 0), params=dict(zip(mine, values)))
             request = RunRequest(workload, options, repeats=settings.get("repeats", 5), warmup=settings.get("warmup", 1), sweep=name)
             try:
-                spec = request.spec()
+                spec = request.spec(device_here)
             except ValueError as exc:
                 key = next((k for k in ("presets", "dtypes", "device", *mine) if k.rstrip("s") in str(exc)), None)
                 raise _error(path, text, key, str(exc)) from None
@@ -228,7 +232,7 @@ def run_point(run: SweepRun, sweep: Sweep, store: Store, retry_failed: bool, exe
     """Claim the point, run it unless it was stored meanwhile (or `force`), and release the claim once the run is stored."""
     held = claim_point(store, sweep, run)
     if not held.ours:
-        return PointOutcome("busy", f"being run by {held.owner}")
+        return PointOutcome("busy", f"being run by {held.holder()}")
     try:
         if not force and run.key in done_keys(store, sweep, retry_failed):
             return PointOutcome("done", "stored meanwhile by another sweep", held.taken_from)
@@ -241,14 +245,21 @@ def run_point(run: SweepRun, sweep: Sweep, store: Store, retry_failed: bool, exe
 
 def run_sweep(store: Store, sweep: Sweep, executor: str = "process", retry_failed: bool = False,
               on_start: Callable[[SweepRun], None] | None = None,
-              on_outcome: Callable[[SweepRun, PointOutcome], None] | None = None) -> dict[str, PointOutcome]:
+              on_outcome: Callable[[SweepRun, PointOutcome], None] | None = None,
+              cluster: ClusterOptions = ClusterOptions()) -> dict[str, PointOutcome]:
     """Every point of the sweep not yet done; {sweep key: outcome} of the points it ran or skipped."""
     if executor not in EXECUTORS:
         raise ValueError(f"--executor: " + unknown_name("executor", executor, EXECUTORS))
+    cluster.check(executor, sweep.settings.get("device", "cpu"))
     store.ensure()
     done = done_keys(store, sweep, retry_failed)
+    todo = [r for r in sweep.runs if r.key not in done]
+    if executor in CLUSTER_EXECUTORS and todo:
+        from app.executors.cluster import run_on_cluster
+
+        return run_on_cluster(store, sweep, todo, executor, cluster, retry_failed, on_start, on_outcome)
     outcomes = {}
-    for run in (r for r in sweep.runs if r.key not in done):
+    for run in todo:
         if on_start:
             on_start(run)
         outcomes[run.key] = outcome = run_point(run, sweep, store, retry_failed, executor)
@@ -268,7 +279,7 @@ def run_command(run: SweepRun, db: Path, run_id: str) -> list[str]:
     return command
 
 
-def execute_inline(run: SweepRun, sweep: Sweep, store: Store, run_id: str) -> tuple[str, str]:
+def execute_inline(run: SweepRun, sweep: Sweep | None, store: Store, run_id: str) -> tuple[str, str]:
     """Run in this process; returns (status, detail). A failure is stored by the runner."""
     try:
         execute(store, run.request, run_id=run_id)
@@ -323,7 +334,7 @@ def execute_one(run: SweepRun, sweep: Sweep, store: Store, run_id: str) -> tuple
     command = run_command(run, store.path, run_id)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=sweep.settings.get("timeout_s"),
-                              preexec_fn=child_setup(sweep.settings.get("memory_limit_gb")), cwd=Path(__file__).resolve().parents[1])
+                              preexec_fn=child_setup(sweep.settings.get("memory_limit_gb")), cwd=PROJECT_ROOT)
     except subprocess.TimeoutExpired:
         error = f"timed out after {sweep.settings['timeout_s']} s"
         done = None
@@ -331,10 +342,23 @@ def execute_one(run: SweepRun, sweep: Sweep, store: Store, run_id: str) -> tuple
         if done.returncode == 0:
             return "ok", run_id
         error = death_reason(done.returncode, done.stderr)
-    if not store.has_run(run_id):  # the child did not live to store its own failure
-        record_failed_run(store, run_id, error=error, **run_fields(run.request, run.request.spec(), datetime.now(timezone.utc)))
-        return "failed", error
-    return "failed", error if done is None else _stored_error(store, run_id) or error
+    stored = record_lost_run(store, run, run_id, error)
+    return "failed", error if done is None else stored
+
+
+def run_stored(store_path: str, run: SweepRun, run_id: str) -> tuple[str, str]:
+    """A cluster's task: run the point against the store at `store_path` (a path every worker sees)."""
+    return execute_inline(run, None, Store(store_path), run_id)
+
+
+def record_lost_run(store: Store, run: SweepRun, run_id: str, error: str) -> str:
+    """A run whose process, worker or job died before it could store its own failure is stored here
+    as failed with `error`; returns the error the store holds for the run."""
+    if not store.has_run(run_id):
+        spec = run.request.spec(device_here=False)  # checked when the sweep was loaded; the device may be on a worker only
+        record_failed_run(store, run_id, error=error, **run_fields(run.request, spec, datetime.now(timezone.utc)))
+        return error
+    return _stored_error(store, run_id) or error
 
 
 def _stored_error(store: Store, run_id: str) -> str | None:

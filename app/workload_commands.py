@@ -9,6 +9,7 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from app.context import EXIT_ERROR, EXIT_OK, open_store, resolve_run
+from app.executors import CLUSTER_EXECUTORS, ClusterOptions
 from app.output import console, err_console, print_frame, print_json, records
 
 
@@ -67,16 +68,19 @@ def _print_run_summary(summary: dict) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    print_sweep(open_store(args), Path(args.file), args.executor, args.retry_failed)
+    cluster = ClusterOptions(address=args.address, partition=args.partition, time_min=args.time_min, cpus_per_run=args.cpus_per_run,
+                             gpus_per_run=args.gpus_per_run, slurm_cluster=args.slurm_cluster)
+    print_sweep(open_store(args), Path(args.file), args.executor, args.retry_failed, cluster=cluster)
     return EXIT_OK
 
 
 def print_sweep(store, file: Path, executor: str = "process", retry_failed: bool = False,
-                preset: str | None = None, device: str | None = None) -> dict:
+                preset: str | None = None, device: str | None = None, cluster: ClusterOptions = ClusterOptions()) -> dict:
     """Run a sweep file's points not yet done, with a progress bar; {sweep key: outcome}."""
     from app.sweep import done_keys, load_sweep, run_sweep
 
-    sweep = load_sweep(file, preset=preset, device=device)  # fails, naming file and line, before anything runs
+    # fails, naming file and line, before anything runs (a cluster's workers have devices this machine may lack)
+    sweep = load_sweep(file, preset=preset, device=device, device_here=executor not in CLUSTER_EXECUTORS)
     todo = len(sweep.runs) - len(done_keys(store, sweep, retry_failed))
     console.print(f"sweep {sweep.name!r}: {len(sweep.runs)} runs, {len(sweep.runs) - todo} already done, {todo} to run", highlight=False)
     counts = Counter()
@@ -90,7 +94,7 @@ def print_sweep(store, file: Path, executor: str = "process", retry_failed: bool
             progress.advance(task)
 
         outcomes = run_sweep(store, sweep, executor, retry_failed, on_start=lambda run: progress.update(task, description=run.label),
-                             on_outcome=finished)
+                             on_outcome=finished, cluster=cluster)
     others = [f"{counts[status]} {what}" for status, what in SWEPT_BY_OTHERS.items() if counts[status]]
     console.print(f"sweep {sweep.name!r}: {counts['ok']} runs stored, {counts['failed']} failed (stored with their errors)"
                   + "".join(f", {text}" for text in others), highlight=False)

@@ -3,13 +3,15 @@
 A writer's staging folder and a sweep's claim on a grid point carry their owner: the host, the
 pid, and the process's start time (field 22 of /proc/<pid>/stat, in clock ticks since boot), so
 a pid the kernel has since given to another process is not mistaken for the owner. Only owners
-on this host can be judged; one on another host counts as alive.
+on this host can be judged; one on another host counts as alive. A claim's work may also run in
+a batch job (`Job`) that outlives its owner: Slurm's queue says whether it still lives.
 """
 from __future__ import annotations
 
 import os
 import re
 import socket
+import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -41,7 +43,11 @@ class Owner:
 
     @classmethod
     def current(cls) -> "Owner":
-        pid = os.getpid()
+        return cls.of(os.getpid())
+
+    @classmethod
+    def of(cls, pid: int) -> "Owner":
+        """The process `pid` on this host."""
         return cls(_host(), pid, _start_ticks(pid) or 0)
 
     @classmethod
@@ -62,3 +68,31 @@ class Owner:
         if self.host != _host():
             return True  # cannot be judged from here
         return _start_ticks(self.pid) == self.start
+
+
+@dataclass(frozen=True)
+class Job:
+    """A batch job that does claimed work and may outlive the process that claimed it: a Slurm
+    job, judged by Slurm's queue, or a job of submitit's local executor, judged by its process."""
+    scheduler: str  # "slurm" or "local"
+    job_id: str
+    process: Owner | None = None  # a local job's own process
+
+    def __str__(self) -> str:
+        return f"{self.scheduler} job {self.job_id}"
+
+    def is_alive(self) -> bool:
+        if self.process is not None:
+            return self.process.is_alive()
+        return _in_slurm_queue(self.job_id)
+
+
+def _in_slurm_queue(job_id: str) -> bool:
+    """Whether Slurm still has the job pending or running; True when Slurm cannot be asked from here."""
+    try:
+        done = subprocess.run(["squeue", "--noheader", "--jobs", job_id, "--format", "%T"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return True  # cannot be judged from here
+    if done.returncode != 0:
+        return "invalid job id" not in done.stderr.lower()  # squeue's answer for a job that has left the queue
+    return bool(done.stdout.strip())

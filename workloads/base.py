@@ -40,8 +40,9 @@ def unknown_name(what: str, name: str, known) -> str:
     return f"unknown {what} {name!r}{hint} (known: {', '.join(known) or 'none'})"
 
 
-def check_device(name: str) -> str:
-    """`--device` checked once, here: 'cpu', 'cuda' or 'cuda:N', usable on this machine."""
+def check_device(name: str, here: bool = True) -> str:
+    """`--device` checked once, here: 'cpu', 'cuda' or 'cuda:N', usable on this machine (with `here`;
+    without, only well formed: the run goes to a cluster's worker, which has the device or not)."""
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
@@ -50,6 +51,8 @@ def check_device(name: str) -> str:
         raise ValueError(f"--device: unsupported device {name!r}; expected cpu or cuda[:index]")
     if device.type == "cpu" and device.index is not None:
         raise ValueError(f"--device {name}: expected cpu, without an index")
+    if not here:
+        return str(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device on this machine")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
@@ -268,8 +271,8 @@ class Workload:
         params.check()
         return params
 
-    def resolve(self, options: RunOptions) -> RunSpec:
-        """Check options at the edge; the complete settings of the run."""
+    def resolve(self, options: RunOptions, device_here: bool = True) -> RunSpec:
+        """Check options at the edge; the complete settings of the run (`device_here`: see `check_device`)."""
         variant = options.variant or self.baseline
         if variant not in self.variants:
             raise ValueError(f"workload {self.name!r}: " + unknown_name("variant", variant, self.variants))
@@ -277,7 +280,7 @@ class Workload:
             raise ValueError(f"--dtype: unknown dtype {options.dtype!r}; expected {', '.join(DTYPES)}")
         if not isinstance(options.batch, int) or options.batch < 1:
             raise ValueError(f"--batch must be at least 1, got {options.batch}")
-        device = check_device(options.device)
+        device = check_device(options.device, here=device_here)
         if variant in self.gpu_variants and not device.startswith("cuda"):
             raise ValueError(f"workload {self.name!r}: variant {variant!r} needs a CUDA device (--device cuda)")
         params = self.params(options.preset, options.params)
