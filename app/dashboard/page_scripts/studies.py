@@ -34,6 +34,8 @@ if study.notes:
 findings, figures, matched, points = data.study_results(path, runs, study_name, preset, device)
 st.markdown(f"**{matched}** of {points} runs this study needs are in the store"
             + ("" if matched == points else f": `observatory reproduce {study_name} --preset {preset} --device {device}` runs the rest."))
+if 0 < matched < points:
+    st.warning("Verdicts below come from part of the study's runs: a trend judged on some of its points can read differently.")
 table = pd.DataFrame(findings)
 st.dataframe(
     table.assign(verdict=table["verdict"].map(VERDICT_MARKS), runs=table["run_ids"].map(len))[["id", "claim", "published", "ours", "verdict", "runs"]],
